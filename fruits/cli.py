@@ -1,0 +1,157 @@
+"""`fruits` command line: run, featurize, pca."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from fruits.config import MODES, Config, ConfigError, default_weights
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _spark_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("spark")
+    group.add_argument("--master", help="Spark master for a new session (default: reuse the active one, else local[*])")
+    group.add_argument("--driver-memory", default="4g", help="driver memory for a new session (default: %(default)s)")
+    group.add_argument(
+        "--arrow-batch-size",
+        type=_positive_int,
+        default=256,
+        help="rows per Arrow batch sent to Python (default: %(default)s)",
+    )
+    group.add_argument("--debug", action="store_true", help="show full tracebacks")
+
+
+def _featurize_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="folder or URI of images (<split>/<class>/<file>.jpg)")
+    parser.add_argument("--output", required=True, help="folder or URI for the results")
+    parser.add_argument(
+        "--weights",
+        default=default_weights(),
+        help="'imagenet' (Keras download, cached) or a local Keras .h5 file "
+        "(default: $FRUITS_WEIGHTS or imagenet; now: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=64, help="images per inference batch (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--partitions", type=_positive_int, help="featurization tasks (default: 4 per core of the cluster)"
+    )
+
+
+def _pca_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pca")
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--pca-k", type=_positive_int, help="keep exactly K components")
+    choice.add_argument(
+        "--pca-variance",
+        type=_fraction,
+        default=0.95,
+        help="keep the fewest components explaining this share of variance (default: %(default)s)",
+    )
+    group.add_argument("--standardize", action="store_true", help="scale features to unit variance before PCA")
+    group.add_argument("--csv", action="store_true", help="also write the PCA output as one flat CSV (pca_csv/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fruits", description="Fruit images -> MobileNetV2 features -> PCA, on Spark.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    run = commands.add_parser("run", help="featurize images, then fit and apply PCA")
+    featurize = commands.add_parser("featurize", help="images -> <output>/features (1280-d MobileNetV2 vectors)")
+    pca = commands.add_parser("pca", help="<input>/features -> <input>/pca, pca_model, explained_variance.csv")
+    for sub in (run, featurize):
+        _featurize_options(sub)
+    pca.add_argument("--input", required=True, help="an output folder or URI of `fruits featurize`")
+    for sub in (run, pca):
+        _pca_options(sub)
+    for sub in (run, featurize, pca):
+        sub.add_argument(
+            "--mode",
+            choices=MODES,
+            default="error",
+            help="error: refuse existing results; overwrite: replace them (default: %(default)s)",
+        )
+        _spark_options(sub)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    fields = set(Config.__dataclass_fields__)
+    return Config(**{key: value for key, value in vars(args).items() if key in fields and value is not None})
+
+
+def summary(manifest: dict) -> str:
+    lines = [f"fruits: results in {manifest['output']}"]
+    rows = [
+        ("images read", manifest.get("input_files")),
+        ("featurized", manifest.get("featurized")),
+        ("failed", manifest.get("failed")),
+        ("feature dim", manifest.get("feature_dim")),
+    ]
+    if "pca_k" in manifest:
+        rows.append(("PCA k", f"{manifest['pca_k']} (explained variance {manifest['explained_variance']:.4f})"))
+    rows.append(("seconds", ", ".join(f"{stage} {value}" for stage, value in manifest["seconds"].items())))
+    lines += [f"  {name:<12} {value}" for name, value in rows if value is not None]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        from fruits import pipeline
+        from fruits.session import get_spark
+
+        spark = get_spark(config)
+        command = {"run": pipeline.run_all, "featurize": pipeline.run_featurize, "pca": pipeline.run_pca}
+        manifest = command[args.command](spark, config)
+    except ConfigError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"fruits {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"fruits {args.command}: failed: {type(exc).__name__}: {message} (rerun with --debug for details)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(summary(manifest))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

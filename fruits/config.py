@@ -1,0 +1,68 @@
+"""One settings object shared by the CLI, the notebooks and EMR steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+
+MODES = ("error", "overwrite")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^file:")
+
+
+class ConfigError(ValueError):
+    """A user-facing problem with settings or inputs: one line, exit code 2."""
+
+
+def default_weights() -> str:
+    return os.environ.get("FRUITS_WEIGHTS", "imagenet")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; validated once, before any work starts."""
+
+    input: str | None = None
+    output: str | None = None
+    weights: str = field(default_factory=default_weights)
+    master: str | None = None
+    mode: str = "error"
+    pca_k: int | None = None
+    pca_variance: float = 0.95
+    standardize: bool = False
+    batch_size: int = 64
+    arrow_batch_size: int = 256
+    partitions: int | None = None
+    driver_memory: str = "4g"
+    csv: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 0.0 < self.pca_variance <= 1.0:
+            raise ConfigError(f"--pca-variance must be in (0, 1], got {self.pca_variance}")
+        if self.pca_k is not None and self.pca_k < 1:
+            raise ConfigError(f"--pca-k must be a positive integer, got {self.pca_k}")
+        for name in ("batch_size", "arrow_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if self.partitions is not None and self.partitions < 1:
+            raise ConfigError("--partitions must be positive")
+
+    def replace(self, **changes) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def to_uri(location: str) -> str:
+    """Turn a bare local path into an absolute file: URI; pass URIs through.
+
+    Bare paths always mean the local file system (use hdfs:// for HDFS), so a
+    relative path resolves against the caller's working directory, not Spark's.
+    """
+    if _SCHEME.match(location):
+        return location.rstrip("/") or location
+    return "file://" + os.path.abspath(os.path.expanduser(location))

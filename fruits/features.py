@@ -1,0 +1,176 @@
+"""MobileNetV2 features (1280-d, global average pool) in a Spark pandas UDF.
+
+The driver loads the Keras weights once and broadcasts them. Each Python
+worker builds the model once and keeps it in this module (an importable
+module, so the cache survives across tasks on a reused worker), then decodes
+and embeds images in fixed-size batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+from fruits.config import ConfigError
+from fruits.images import IMAGE_SIZE, decode, preprocess
+
+FEATURE_DIM = 1280
+MODEL_NAME = "MobileNetV2 (alpha 1.0, 224x224, ImageNet, include_top=False, pooling=avg)"
+KERAS_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + KERAS_WEIGHTS_FILE
+RESULT_TYPE = StructType(
+    [
+        StructField("features", ArrayType(FloatType())),
+        StructField("error", StringType()),
+    ]
+)
+
+# Per-Python-worker cache: weights key -> built model.
+_worker_models: dict[str, object] = {}
+
+
+def _import_keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+    import keras
+
+    return keras
+
+
+def build_model():
+    """The architecture alone; weights are set by the caller."""
+    keras = _import_keras()
+    return keras.applications.MobileNetV2(input_shape=(*IMAGE_SIZE, 3), include_top=False, weights=None, pooling="avg")
+
+
+def resolve_weights(weights: str) -> Path:
+    """'imagenet' -> Keras' cached download (fetched once); else a local .h5 file."""
+    if weights == "imagenet":
+        keras = _import_keras()
+        try:
+            return Path(keras.utils.get_file(KERAS_WEIGHTS_FILE, KERAS_WEIGHTS_URL, cache_subdir="models"))
+        except Exception as exc:  # network errors come in many types
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"cannot download the ImageNet weights ({first_line}); pass --weights PATH to a local Keras .h5 file"
+            ) from exc
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"weights file not found: {weights}")
+    return path.resolve()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_weights(path: Path) -> list[np.ndarray]:
+    """Read a Keras MobileNetV2 no-top weights file into a list of arrays."""
+    model = build_model()
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:
+        raise ConfigError(f"{path} is not MobileNetV2 no-top Keras weights: {exc}") from exc
+    return model.get_weights()
+
+
+def describe_error(content: bytes, exc: Exception) -> str:
+    """A short, stable message for an image that could not be decoded."""
+    if not content:
+        return "empty file"
+    if type(exc).__name__ == "UnidentifiedImageError":
+        return "not a recognized image format"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def embed(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+    """uint8 images (n, 224, 224, 3) -> float32 features (n, 1280).
+
+    Keras relaxes the batch dimension after the second shape it sees, so odd
+    remainders cost one retrace per worker, not padding on every batch.
+    """
+    batches = [
+        model.predict_on_batch(preprocess(pixels[start : start + batch_size]))
+        for start in range(0, len(pixels), batch_size)
+    ]
+    return np.concatenate(batches).astype(np.float32, copy=False)
+
+
+def featurize_contents(model, contents: Sequence[bytes], batch_size: int) -> pd.DataFrame:
+    """Image bytes -> DataFrame(features, error); bad images get an error, not a crash."""
+    pixels = np.zeros((len(contents), *IMAGE_SIZE, 3), dtype=np.uint8)
+    errors: list[str | None] = [None] * len(contents)
+    for i, content in enumerate(contents):
+        try:
+            pixels[i] = decode(content)
+        except Exception as exc:  # any decoder failure becomes an error row
+            errors[i] = describe_error(content, exc)
+    good = [i for i, error in enumerate(errors) if error is None]
+    vectors = embed(model, pixels[good], batch_size) if good else []
+    features: list[np.ndarray | None] = [None] * len(contents)
+    for i, vector in zip(good, vectors, strict=True):
+        features[i] = vector
+    return pd.DataFrame({"features": features, "error": errors})
+
+
+def worker_model(key: str, weights):
+    """The model for ``key`` in this Python worker, built on first use only."""
+    model = _worker_models.get(key)
+    if model is None:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        threads = context.cpus() if context is not None else 1
+        _import_keras()
+        import tensorflow as tf
+
+        try:  # only possible before TensorFlow's first op in this process
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass
+        model = build_model()
+        model.set_weights(weights.value)
+        _worker_models.clear()
+        _worker_models[key] = model
+    return model
+
+
+def featurize(
+    images: DataFrame, weights: list[np.ndarray], weights_key: str, batch_size: int = 64, partitions: int | None = None
+) -> DataFrame:
+    """(path, label, split, content) -> (path, label, split, features, error).
+
+    ``weights`` (from load_weights) are broadcast once; ``weights_key`` (the
+    file's SHA-256) names the model in the workers' cache. Tiny files make one
+    small partition each; they are merged to a few tasks per core so batches
+    stay full.
+    """
+    spark = images.sparkSession
+    broadcast = spark.sparkContext.broadcast(weights)
+    target = partitions or 4 * spark.sparkContext.defaultParallelism
+    if images.rdd.getNumPartitions() > target:
+        images = images.coalesce(target)
+
+    @pandas_udf(RESULT_TYPE)
+    def mobilenet_features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        model = worker_model(weights_key, broadcast)
+        for contents in batches:
+            yield featurize_contents(model, contents, batch_size)
+
+    result = mobilenet_features(F.col("content")).alias("result")
+    return images.select("path", "label", "split", result).select(
+        "path", "label", "split", "result.features", "result.error"
+    )

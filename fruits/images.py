@@ -1,0 +1,61 @@
+"""Find images with Spark's binaryFile source, label them, decode them."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+IMAGE_SIZE = (224, 224)
+# Hadoop glob on file names: .jpg/.jpeg/.png in any letter case; other files
+# (.txt, .DS_Store, ...) are not images and are not read at all.
+IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
+# Folder names that mean "a data split", not "a class" (Fruits-360 uses
+# Training/Test; other sets use train/val/validation/test1...).
+SPLIT_PATTERN = r"(?i)^(train|training|test|testing|test[-_ ]?\w*|val|valid|validation|dev)$"
+
+
+def label_and_split(path: Column) -> tuple[Column, Column]:
+    """Label = parent folder name as on disk; split = the folder above it if it
+    looks like a split. Images sitting directly in a split folder get no label."""
+    parts = F.split(path, "/")
+    parent = F.element_at(parts, -2)
+    grandparent = F.element_at(parts, -3)
+    parent_is_split = parent.rlike(SPLIT_PATTERN)
+    label = F.when(parent_is_split, F.lit(None)).otherwise(parent)
+    split = F.when(parent_is_split, parent).when(grandparent.rlike(SPLIT_PATTERN), grandparent).otherwise(F.lit(None))
+    return label, split
+
+
+def read_images(spark: SparkSession, uri: str) -> DataFrame:
+    """All images below ``uri`` as rows of (path, label, split, content)."""
+    raw = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", IMAGE_GLOB)
+        .load(uri)
+    )
+    label, split = label_and_split(F.col("path"))
+    return raw.select("path", label.alias("label"), split.alias("split"), "content")
+
+
+def decode(content: bytes) -> np.ndarray:
+    """Bytes -> upright RGB uint8 array of IMAGE_SIZE (bilinear resize).
+
+    Raises on anything that is not a readable image, including images whose
+    declared size is big enough to be a decompression bomb.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(content)) as image:
+            upright = ImageOps.exif_transpose(image)
+            return np.asarray(upright.convert("RGB").resize(IMAGE_SIZE, Image.BILINEAR), dtype=np.uint8)
+
+
+def preprocess(batch: np.ndarray) -> np.ndarray:
+    """uint8 RGB -> float32 in [-1, 1], as keras' mobilenet_v2.preprocess_input."""
+    return batch.astype(np.float32) / np.float32(127.5) - np.float32(1.0)

@@ -1,0 +1,71 @@
+"""Where results go: Hadoop file-system helpers (local, HDFS, S3 alike) and the manifest."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pyspark.sql import SparkSession
+
+from fruits.config import ConfigError
+
+MANIFEST = "manifest.json"
+_GLOB_CHARS = re.compile(r"([\[\]{}*?\\])")
+
+
+def literal_path(uri: str) -> str:
+    """Escape glob characters so Spark's readers take ``uri`` literally
+    (an output named ``run-local[2]`` must not be read as a pattern)."""
+    return _GLOB_CHARS.sub(r"\\\1", uri)
+
+
+def _fs_path(spark: SparkSession, uri: str):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def _java_error(exc: Exception) -> str:
+    message = str(getattr(exc, "java_exception", exc))
+    return message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+
+
+def exists(spark: SparkSession, uri: str) -> bool:
+    try:
+        fs, path = _fs_path(spark, uri)
+        return bool(fs.exists(path))
+    except Exception as exc:  # py4j wraps every Java failure
+        raise ConfigError(f"cannot access {uri}: {_java_error(exc)}") from exc
+
+
+def delete(spark: SparkSession, uri: str) -> None:
+    fs, path = _fs_path(spark, uri)
+    fs.delete(path, True)
+
+
+def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    fs, path = _fs_path(spark, uri)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()
+
+
+def read_text(spark: SparkSession, uri: str) -> str:
+    fs, path = _fs_path(spark, uri)
+    stream = fs.open(path)
+    try:
+        data = spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream)
+    finally:
+        stream.close()
+    return bytes(data).decode("utf-8")
+
+
+def read_manifest(spark: SparkSession, output: str) -> dict:
+    uri = f"{output}/{MANIFEST}"
+    return json.loads(read_text(spark, uri)) if exists(spark, uri) else {}
+
+
+def write_manifest(spark: SparkSession, output: str, manifest: dict) -> None:
+    write_text(spark, f"{output}/{MANIFEST}", json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,166 @@
+"""The stages behind `fruits featurize`, `fruits pca` and `fruits run`.
+
+Each stage validates everything it can before writing anything, so a bad
+argument or input leaves no partial output behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import time
+import uuid
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+import fruits
+from fruits import output
+from fruits.config import Config, ConfigError, to_uri
+from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, load_weights, resolve_weights
+from fruits.images import read_images
+from fruits.pca import fit_pca, project, variance_csv
+
+FEATURES = "features"
+PCA = "pca"
+PCA_MODEL = "pca_model"
+VARIANCE_CSV = "explained_variance.csv"
+PCA_CSV = "pca_csv"
+FEATURIZE_OUTPUTS = (FEATURES, output.MANIFEST)
+PCA_OUTPUTS = (PCA, PCA_MODEL, VARIANCE_CSV, PCA_CSV)
+
+
+def _prepare(spark: SparkSession, root: str, names: tuple[str, ...], mode: str) -> None:
+    """Refuse existing results (mode error) or remove them (mode overwrite).
+    Only the project's own result names are removed, never other files."""
+    existing = [name for name in names if output.exists(spark, f"{root}/{name}")]
+    if existing and mode == "error":
+        raise ConfigError(f"output already exists: {root}/{existing[0]} (use --mode overwrite to replace it)")
+    for name in existing:
+        output.delete(spark, f"{root}/{name}")
+
+
+def new_manifest(spark: SparkSession, config: Config) -> dict:
+    return {
+        "run_id": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8],
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "fruits_version": fruits.__version__,
+        "spark_version": spark.version,
+        "python_version": platform.python_version(),
+        "parameters": config.as_dict(),
+        "seconds": {},
+    }
+
+
+def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
+    """Images under config.input -> <output>/features; returns the output URI."""
+    if not config.input or not config.output:
+        raise ConfigError("--input and --output are required")
+    source, root = to_uri(config.input), to_uri(config.output)
+    if root == source or root.startswith(source + "/"):
+        raise ConfigError(f"output {config.output} must not be inside input {config.input}")
+    weights_path = resolve_weights(config.weights)
+    if not output.exists(spark, source):
+        raise ConfigError(f"input not found: {config.input}")
+    images = read_images(spark, source)
+    input_files = len(images.inputFiles())
+    if input_files == 0:
+        raise ConfigError(f"no .jpg/.jpeg/.png images found under {config.input}")
+    weights = load_weights(weights_path)
+    weights_sha256 = file_sha256(weights_path)
+    if config.mode == "error" and output.exists(spark, root):
+        raise ConfigError(f"output already exists: {config.output} (use --mode overwrite to replace its results)")
+    _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
+
+    started = time.perf_counter()
+    features = featurize(images, weights, weights_sha256, config.batch_size, config.partitions)
+    features.write.parquet(f"{root}/{FEATURES}")
+    counts = (
+        spark.read.parquet(output.literal_path(f"{root}/{FEATURES}"))
+        .agg(F.count("features").alias("featurized"), F.count("error").alias("failed"))
+        .first()
+    )
+    seconds = time.perf_counter() - started
+    manifest.update(
+        input=source,
+        output=root,
+        input_files=input_files,
+        featurized=counts["featurized"],
+        failed=counts["failed"],
+        feature_dim=FEATURE_DIM,
+        model=MODEL_NAME,
+        weights=config.weights,
+        weights_sha256=weights_sha256,
+        images_per_second=round(input_files / seconds, 2),
+    )
+    manifest["seconds"]["featurize"] = round(seconds, 2)
+    return root
+
+
+def pca_stage(spark: SparkSession, config: Config, root: str, manifest: dict) -> None:
+    """<root>/features -> <root>/pca, pca_model, explained_variance.csv (and pca_csv)."""
+    features_uri = f"{root}/{FEATURES}"
+    if not output.exists(spark, features_uri):
+        raise ConfigError(f"no features at {features_uri}: run `fruits featurize` first")
+    _prepare(spark, root, PCA_OUTPUTS, config.mode)
+
+    started = time.perf_counter()
+    features = spark.read.parquet(output.literal_path(features_uri))
+    if features.where(F.col("features").isNotNull()).isEmpty():
+        raise ConfigError(f"no image in {features_uri} has features (all failed): nothing to fit")
+    fit = fit_pca(features, k=config.pca_k, variance=config.pca_variance, standardize=config.standardize)
+    fit.model.write().save(f"{root}/{PCA_MODEL}")
+    projected = project(fit.model, features)
+    projected.write.parquet(f"{root}/{PCA}")
+    output.write_text(spark, f"{root}/{VARIANCE_CSV}", variance_csv(fit.explained_variance))
+    if config.csv:
+        pca_columns = [F.col("pca")[i].alias(f"pc{i + 1}") for i in range(fit.k)]
+        (
+            spark.read.parquet(output.literal_path(f"{root}/{PCA}"))
+            .select("path", "label", "split", *pca_columns)
+            .coalesce(1)
+            .write.option("header", "true")
+            .csv(f"{root}/{PCA_CSV}")
+        )
+    manifest.update(
+        pca_k=fit.k,
+        explained_variance=round(float(fit.cumulative[fit.k - 1]), 6),
+        pca_variance_target=None if config.pca_k else config.pca_variance,
+        pca_standardized=config.standardize,
+    )
+    manifest["seconds"]["pca"] = round(time.perf_counter() - started, 2)
+
+
+def run_featurize(spark: SparkSession, config: Config) -> dict:
+    manifest = new_manifest(spark, config)
+    root = featurize_stage(spark, config, manifest)
+    manifest["seconds"]["total"] = manifest["seconds"]["featurize"]
+    output.write_manifest(spark, root, manifest)
+    return manifest
+
+
+def run_pca(spark: SparkSession, config: Config) -> dict:
+    """PCA on an earlier `fruits featurize` output folder (config.input),
+    written next to its features; its manifest is updated."""
+    if not config.input:
+        raise ConfigError("--input (a folder written by `fruits featurize`) is required")
+    root = to_uri(config.input)
+    if not output.exists(spark, root):
+        raise ConfigError(f"input not found: {config.input}")
+    manifest = output.read_manifest(spark, root) or new_manifest(spark, config)
+    manifest.setdefault("output", root)
+    pca_stage(spark, config, root, manifest)
+    manifest["seconds"]["total"] = round(sum(manifest["seconds"].get(s, 0) for s in ("featurize", "pca")), 2)
+    output.write_manifest(spark, root, manifest)
+    return manifest
+
+
+def run_all(spark: SparkSession, config: Config) -> dict:
+    """Featurize then PCA; the manifest is written last, once both succeeded."""
+    started = time.perf_counter()
+    manifest = new_manifest(spark, config)
+    root = featurize_stage(spark, config, manifest)
+    pca_stage(spark, config, root, manifest)
+    manifest["seconds"]["total"] = round(time.perf_counter() - started, 2)
+    output.write_manifest(spark, root, manifest)
+    return manifest

@@ -1,0 +1,58 @@
+"""One Spark session for the whole run, real data through FRUITS_DATA / FRUITS_WEIGHTS.
+
+Without the shared data, tests that need it skip on a laptop and fail in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fruits.config import Config
+from fruits.session import get_spark
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data_sample"
+DATA = Path(os.environ.get("FRUITS_DATA", ROOT.parent / "shared" / "data" / "fruits-360"))
+WEIGHTS = Path(
+    os.environ.get("FRUITS_WEIGHTS", ROOT.parent / "shared" / "models" / "mobilenet_v2_1.0_224_no_top_reconstructed.h5")
+)
+# 20 Fruits-360 classes: every 7th, so near-identical varieties don't dominate.
+REAL_CLASSES_STEP = 7
+REAL_CLASSES = 20
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.exists():
+        message = f"{what} not found at {path} (set {'FRUITS_DATA' if 'data' in what else 'FRUITS_WEIGHTS'})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def spark():
+    session = get_spark(Config(master="local[2]", driver_memory="2g"))
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def weights() -> Path:
+    return require(WEIGHTS, "MobileNetV2 weights")
+
+
+@pytest.fixture(scope="session")
+def real_subset(tmp_path_factory) -> Path:
+    """A copy of 20 real classes (Training 60 + Test 20 each = 1,600 images)."""
+    data = require(DATA, "Fruits-360 data")
+    classes = sorted(p.name for p in (data / "Training").iterdir())[::REAL_CLASSES_STEP][:REAL_CLASSES]
+    target = tmp_path_factory.mktemp("fruits360-subset")
+    for split in ("Training", "Test"):
+        for name in classes:
+            shutil.copytree(data / split / name, target / split / name)
+    return target

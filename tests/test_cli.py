@@ -1,0 +1,111 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+
+from fruits.cli import main
+from tests.conftest import SAMPLE
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_usage_error(code: int, err: str, fragment: str) -> None:
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert fragment in err
+
+
+def test_console_script_help_lists_the_commands():
+    fruits = Path(sys.executable).with_name("fruits")
+    result = subprocess.run([fruits, "--help"], capture_output=True, text=True, check=True)
+    for command in ("run", "featurize", "pca"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "featurize", "pca"])
+def test_every_command_has_help(capsys, command):
+    code, out, _ = run_cli(capsys, command, "--help")
+    assert code == 0
+    assert "--input" in out
+    assert "--mode" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--pca-variance", "1.5"], "must be in (0, 1]"),
+        (["--pca-variance", "lots"], "not a number"),
+        (["--pca-k", "0"], "must be >= 1"),
+        (["--mode", "append"], "invalid choice"),
+        (["--pca-k", "3", "--pca-variance", "0.9"], "not allowed with"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line_and_write_nothing(capsys, tmp_path, args, fragment):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "run", "--input", SAMPLE, "--output", out, *args)
+    assert_usage_error(code, err, fragment)
+    assert not out.exists()
+
+
+def test_missing_input_exits_2_and_writes_nothing(spark, capsys, tmp_path, weights):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "run", "--input", tmp_path / "nope", "--output", out, "--weights", weights)
+    assert_usage_error(code, err, "input not found")
+    assert not out.exists()
+
+
+def test_folder_without_images_exits_2_and_writes_nothing(spark, capsys, tmp_path, weights):
+    (tmp_path / "in" / "Training" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "in" / "Training" / "Kiwi" / "readme.txt").write_text("no images here")
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "featurize", "--input", tmp_path / "in", "--output", out, "--weights", weights)
+    assert_usage_error(code, err, "no .jpg/.jpeg/.png images found")
+    assert not out.exists()
+
+
+def test_existing_output_is_refused_in_error_mode(spark, capsys, tmp_path, weights):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "run", "--input", SAMPLE, "--output", out, "--weights", weights)
+    assert_usage_error(code, err, "output already exists")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_output_inside_input_is_refused(spark, capsys, tmp_path, weights):
+    code, _, err = run_cli(capsys, "run", "--input", tmp_path, "--output", tmp_path / "out", "--weights", weights)
+    assert_usage_error(code, err, "must not be inside input")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_weights_file_exits_2(spark, capsys, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "run", "--input", SAMPLE, "--output", out, "--weights", tmp_path / "w.h5")
+    assert_usage_error(code, err, "weights file not found")
+    assert not out.exists()
+
+
+def test_weights_of_another_architecture_exit_2(spark, capsys, tmp_path):
+    weights = tmp_path / "other.h5"
+    with h5py.File(weights, "w") as handle:
+        handle.attrs["layer_names"] = [b"dense"]
+        handle.create_group("dense").attrs["weight_names"] = []
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "run", "--input", SAMPLE, "--output", out, "--weights", weights)
+    assert_usage_error(code, err, "is not MobileNetV2 no-top Keras weights")
+    assert not out.exists()
+
+
+def test_pca_without_features_exits_2(spark, capsys, tmp_path):
+    code, _, err = run_cli(capsys, "pca", "--input", tmp_path)
+    assert_usage_error(code, err, "run `fruits featurize` first")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,68 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from pyspark.sql import functions as F
+
+from fruits.images import IMAGE_SIZE, decode, label_and_split, preprocess, read_images
+
+
+@pytest.mark.parametrize(
+    ("path", "label", "split"),
+    [
+        ("file:/d/fruits-360/Training/Apple Braeburn 1/0_100.jpg", "Apple Braeburn 1", "Training"),
+        ("file:/d/Fruit-Images-Dataset/Test/Apple Braeburn/r_1_100.jpg", "Apple Braeburn", "Test"),
+        ("s3://bucket/raw/fruits/test1/Kiwi/k.png", "Kiwi", "test1"),
+        ("s3a://bucket/raw/validation/Pear 2/p.jpeg", "Pear 2", "validation"),
+        ("file:/photos/Mango/IMG_1.JPG", "Mango", None),
+        ("file:/d/test-multiple_fruits/apple_banana.jpg", None, "test-multiple_fruits"),
+        ("file:/d/Training/Crème brûlée 芒果/a.jpg", "Crème brûlée 芒果", "Training"),
+    ],
+)
+def test_label_and_split_follow_both_fruits360_layouts(spark, path, label, split):
+    label_col, split_col = label_and_split(F.col("path"))
+    row = spark.createDataFrame([(path,)], "path string").select(label_col.alias("l"), split_col.alias("s")).first()
+    assert (row["l"], row["s"]) == (label, split)
+
+
+def _jpeg(color) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20), color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_read_images_takes_jpg_jpeg_png_in_any_case_and_ignores_other_files(spark, tmp_path):
+    folder = tmp_path / "Training" / "Lime 1"
+    folder.mkdir(parents=True)
+    for name in ("a.jpg", "b.JPG", "c.Jpeg", "d.png", "e.PNG"):
+        (folder / name).write_bytes(_jpeg("green"))
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".DS_Store").write_bytes(b"\0\0")
+    rows = read_images(spark, str(tmp_path)).select("path", "label", "split").collect()
+    assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == ["a.jpg", "b.JPG", "c.Jpeg", "d.png", "e.PNG"]
+    assert {(r["label"], r["split"]) for r in rows} == {("Lime 1", "Training")}
+
+
+def test_decode_gives_upright_rgb_at_model_size():
+    gray = io.BytesIO()
+    Image.new("L", (100, 50), 128).save(gray, format="PNG")
+    pixels = decode(gray.getvalue())
+    assert pixels.shape == (*IMAGE_SIZE, 3)
+    assert pixels.dtype == np.uint8
+    assert (pixels == 128).all()
+
+
+@pytest.mark.parametrize("content", [b"", b"definitely not an image", _jpeg("red")[:200]])
+def test_decode_raises_on_unreadable_bytes(content):
+    with pytest.raises(Exception):  # noqa: B017, PT011 - Pillow raises several types
+        decode(content)
+
+
+def test_preprocess_equals_keras_preprocess_input():
+    from keras.applications.mobilenet_v2 import preprocess_input
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, *IMAGE_SIZE, 3), dtype=np.uint8)
+    expected = preprocess_input(pixels.astype(np.float32))
+    np.testing.assert_allclose(preprocess(pixels), expected, rtol=0, atol=1e-6)
+    assert preprocess(pixels).dtype == np.float32
