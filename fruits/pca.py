@@ -11,6 +11,8 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fruits.output import literal_path
+
 # Cumulative sums of float64 ratios can end a hair under 1.0.
 _TOLERANCE = 1e-9
 
@@ -59,6 +61,11 @@ def fit_pca(features: DataFrame, k: int | None = None, variance: float = 0.95, s
     finally:
         vectors.unpersist()
     return PcaFit(model=model, k=chosen, explained_variance=explained)
+
+
+def load_model(uri: str) -> PipelineModel:
+    """Load a saved ``pca_model`` folder (glob characters in ``uri`` are literal)."""
+    return PipelineModel.load(literal_path(uri))
 
 
 def project(model: PipelineModel, features: DataFrame) -> DataFrame:

@@ -1,0 +1,175 @@
+"""End to end on data_sample/ and on real Fruits-360 images, through the CLI."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fruits.features import FEATURE_DIM, build_model, featurize_contents, file_sha256
+from fruits.output import literal_path
+from fruits.pca import load_model, project
+from fruits.probe import linear_probe
+from tests.conftest import SAMPLE
+from tests.test_cli import run_cli
+
+SAMPLE_FILES = sorted(SAMPLE.rglob("*.jpg"))
+
+
+def manifest_of(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def read(spark, path: Path):
+    return spark.read.parquet(literal_path(str(path)))
+
+
+def features_of(spark, out: Path) -> dict[str, tuple]:
+    rows = read(spark, out / "features").collect()
+    return {row["path"].removeprefix("file:"): row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def sample_run(spark, weights, tmp_path_factory) -> Path:
+    # Brackets in the output name: Spark readers must not glob them.
+    out = tmp_path_factory.mktemp("runs") / "run-local[2]"
+    code = main_run("run", "--input", SAMPLE, "--output", out, "--weights", weights, "--csv")
+    assert code == 0
+    return out
+
+
+def main_run(*argv) -> int:
+    from fruits.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def test_sample_run_manifest_accounts_for_every_file(sample_run, weights):
+    manifest = manifest_of(sample_run)
+    assert manifest["input_files"] == len(SAMPLE_FILES) == 36
+    assert (manifest["featurized"], manifest["failed"]) == (36, 0)
+    assert manifest["feature_dim"] == FEATURE_DIM
+    assert manifest["weights_sha256"] == file_sha256(weights)
+    assert manifest["explained_variance"] >= 0.95
+    assert manifest["spark_version"].startswith("3.5.")
+    assert set(manifest["seconds"]) == {"featurize", "pca", "total"}
+
+
+def test_sample_features_have_one_row_per_file_with_labels(spark, sample_run):
+    rows = features_of(spark, sample_run)
+    assert sorted(rows) == [str(p) for p in SAMPLE_FILES]
+    assert all(len(row["features"]) == FEATURE_DIM and row["error"] is None for row in rows.values())
+    for path, row in rows.items():
+        assert (row["label"], row["split"]) == (Path(path).parent.name, Path(path).parent.parent.name)
+
+
+def test_sample_pca_outputs_agree_with_each_other(spark, sample_run):
+    k = manifest_of(sample_run)["pca_k"]
+    pca = read(spark, sample_run / "pca").orderBy("path").collect()
+    assert len(pca) == 36
+    assert {len(row["pca"]) for row in pca} == {k}
+
+    with (sample_run / "explained_variance.csv").open() as handle:
+        curve = list(csv.DictReader(handle))
+    assert len(curve) == FEATURE_DIM
+    assert float(curve[k - 1]["cumulative"]) >= 0.95 > float(curve[k - 2]["cumulative"])
+
+    model = load_model(str(sample_run / "pca_model"))
+    features = read(spark, sample_run / "features")
+    again = project(model, features).orderBy("path").collect()
+    np.testing.assert_allclose([r["pca"] for r in again], [r["pca"] for r in pca], rtol=1e-6)
+
+    (csv_file,) = (sample_run / "pca_csv").glob("part-*.csv")
+    with csv_file.open() as handle:
+        table = list(csv.reader(handle))
+    assert table[0] == ["path", "label", "split"] + [f"pc{i}" for i in range(1, k + 1)]
+    assert len(table) == 37
+
+
+def test_featurize_then_pca_separately_and_deterministically(spark, sample_run, weights, tmp_path, capsys):
+    out = tmp_path / "again"
+    code, stdout, _ = run_cli(capsys, "featurize", "--input", SAMPLE, "--output", out, "--weights", weights)
+    assert code == 0
+    assert "images read  36" in stdout
+    first, second = features_of(spark, sample_run), features_of(spark, out)
+    assert first.keys() == second.keys()
+    for path, row in first.items():
+        np.testing.assert_allclose(second[path]["features"], row["features"], rtol=1e-5, atol=1e-6)
+
+    code, stdout, _ = run_cli(capsys, "pca", "--input", out, "--pca-k", "5")
+    assert code == 0
+    assert "PCA k        5" in stdout
+    assert manifest_of(out)["pca_k"] == 5
+    assert {len(r["pca"]) for r in read(spark, out / "pca").collect()} == {5}
+
+
+def test_a_corrupt_file_among_good_ones_becomes_exactly_one_error_row(spark, weights, tmp_path, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(SAMPLE, images)
+    good = (images / "Training" / "Synthetic Grape" / "0_100.jpg").read_bytes()
+    (images / "Training" / "Synthetic Grape" / "broken.jpg").write_bytes(good[: len(good) // 3])
+    code, _, _ = run_cli(capsys, "run", "--input", images, "--output", tmp_path / "out", "--weights", weights)
+    assert code == 0
+    manifest = manifest_of(tmp_path / "out")
+    assert (manifest["input_files"], manifest["featurized"], manifest["failed"]) == (37, 36, 1)
+    failed = [row for row in features_of(spark, tmp_path / "out").values() if row["error"] is not None]
+    assert [Path(row["path"]).name for row in failed] == ["broken.jpg"]
+    assert failed[0]["features"] is None
+    assert "truncated" in failed[0]["error"].lower()
+    assert read(spark, tmp_path / "out" / "pca").count() == 36
+
+
+def test_undecodable_bytes_get_specific_errors_next_to_good_features(weights):
+    model = build_model()
+    model.load_weights(str(weights))
+    good = SAMPLE_FILES[0].read_bytes()
+    result = featurize_contents(model, [good, b"", b"plain text", good], batch_size=3)
+    assert list(result["error"]) == [None, "empty file", "not a recognized image format", None]
+    assert result["features"][0].shape == (FEATURE_DIM,)
+    assert result["features"][1] is None
+    np.testing.assert_allclose(result["features"][0], result["features"][3], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def real_run(spark, weights, real_subset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("real") / "out"
+    assert main_run("run", "--input", real_subset, "--output", out, "--weights", weights) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_real_images_all_featurized(real_run, real_subset):
+    manifest = manifest_of(real_run)
+    files = list(real_subset.rglob("*.jpg"))
+    assert manifest["input_files"] == len(files) == 1600
+    assert (manifest["featurized"], manifest["failed"]) == (1600, 0)
+
+
+@pytest.mark.slow
+def test_udf_features_equal_a_direct_keras_run(spark, real_run, weights):
+    import keras
+
+    rows = sorted(features_of(spark, real_run).items())[::40]
+    model = keras.applications.MobileNetV2(
+        input_shape=(224, 224, 3), include_top=False, weights=str(weights), pooling="avg"
+    )
+    pixels = np.stack(
+        [
+            keras.utils.img_to_array(keras.utils.load_img(path, target_size=(224, 224), interpolation="bilinear"))
+            for path, _ in rows
+        ]
+    )
+    expected = model.predict(keras.applications.mobilenet_v2.preprocess_input(pixels), verbose=0)
+    actual = np.array([row["features"] for _, row in rows])
+    cosine = (actual * expected).sum(1) / np.linalg.norm(actual, axis=1) / np.linalg.norm(expected, axis=1)
+    assert len(rows) == 40
+    assert cosine.min() >= 0.9999
+
+
+@pytest.mark.slow
+def test_linear_probe_on_pca_features_beats_95_percent(spark, real_run):
+    result = linear_probe(read(spark, real_run / "pca"))
+    assert (result.train_rows, result.test_rows) == (1200, 400)
+    assert result.accuracy >= 0.95
