@@ -65,7 +65,9 @@ def _featurize_options(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=_positive_int, default=64, help="images per inference batch (default: %(default)s)"
     )
     parser.add_argument(
-        "--partitions", type=_positive_int, help="featurization tasks (default: 4 per core of the cluster)"
+        "--partitions",
+        type=_positive_int,
+        help="featurization tasks (default: 4 per core, more for over 500 images per task)",
     )
 
 

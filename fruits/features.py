@@ -9,6 +9,7 @@ and embeds images in fixed-size batches.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ FEATURE_DIM = 1280
 MODEL_NAME = "MobileNetV2 (alpha 1.0, 224x224, ImageNet, include_top=False, pooling=avg)"
 KERAS_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + KERAS_WEIGHTS_FILE
+IMAGES_PER_TASK = 500
 RESULT_TYPE = StructType(
     [
         StructField("features", ArrayType(FloatType())),
@@ -110,22 +112,22 @@ def embed(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
 
 def featurize_contents(model, contents: Sequence[bytes], batch_size: int) -> pd.DataFrame:
     """Image bytes -> DataFrame(features, error); bad images get an error, not a crash."""
-    pixels = np.zeros((len(contents), *IMAGE_SIZE, 3), dtype=np.uint8)
+    decoded: dict[int, np.ndarray] = {}
     errors: list[str | None] = [None] * len(contents)
     for i, content in enumerate(contents):
         try:
-            pixels[i] = decode(content)
+            decoded[i] = decode(content)
         except Exception as exc:  # any decoder failure becomes an error row
             errors[i] = describe_error(content, exc)
-    good = [i for i, error in enumerate(errors) if error is None]
-    vectors = embed(model, pixels[good], batch_size) if good else []
     features: list[np.ndarray | None] = [None] * len(contents)
-    for i, vector in zip(good, vectors, strict=True):
-        features[i] = vector
+    if decoded:
+        vectors = embed(model, np.stack(list(decoded.values())), batch_size)
+        for i, vector in zip(decoded, vectors, strict=True):
+            features[i] = vector
     return pd.DataFrame({"features": features, "error": errors})
 
 
-def worker_model(key: str, weights):
+def worker_model(key: str, broadcast):
     """The model for ``key`` in this Python worker, built on first use only."""
     model = _worker_models.get(key)
     if model is None:
@@ -142,27 +144,30 @@ def worker_model(key: str, weights):
         except RuntimeError:
             pass
         model = build_model()
-        model.set_weights(weights.value)
+        model.set_weights(broadcast.value)
         _worker_models.clear()
         _worker_models[key] = model
     return model
 
 
+def task_count(parallelism: int, images: int) -> int:
+    """At least 4 tasks per core, and no more than ~IMAGES_PER_TASK images per task,
+    so every core stays busy, progress shows, and batches stay full."""
+    return max(4 * parallelism, math.ceil(images / IMAGES_PER_TASK))
+
+
 def featurize(
-    images: DataFrame, weights: list[np.ndarray], weights_key: str, batch_size: int = 64, partitions: int | None = None
+    images: DataFrame, weights: list[np.ndarray], weights_key: str, tasks: int, batch_size: int = 64
 ) -> DataFrame:
     """(path, label, split, content) -> (path, label, split, features, error).
 
     ``weights`` (from load_weights) are broadcast once; ``weights_key`` (the
     file's SHA-256) names the model in the workers' cache. Tiny files make one
-    small partition each; they are merged to a few tasks per core so batches
-    stay full.
+    small partition each; they are merged into at most ``tasks`` partitions.
     """
-    spark = images.sparkSession
-    broadcast = spark.sparkContext.broadcast(weights)
-    target = partitions or 4 * spark.sparkContext.defaultParallelism
-    if images.rdd.getNumPartitions() > target:
-        images = images.coalesce(target)
+    broadcast = images.sparkSession.sparkContext.broadcast(weights)
+    if images.rdd.getNumPartitions() > tasks:
+        images = images.coalesce(tasks)
 
     @pandas_udf(RESULT_TYPE)
     def mobilenet_features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 import fruits
 from fruits import output
 from fruits.config import Config, ConfigError, to_uri
-from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, load_weights, resolve_weights
+from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, load_weights, resolve_weights, task_count
 from fruits.images import read_images
 from fruits.pca import fit_pca, project, variance_csv
 
@@ -73,7 +73,8 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
     _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
 
     started = time.perf_counter()
-    features = featurize(images, weights, weights_sha256, config.batch_size, config.partitions)
+    tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, input_files)
+    features = featurize(images, weights, weights_sha256, tasks, config.batch_size)
     features.write.parquet(f"{root}/{FEATURES}")
     counts = (
         spark.read.parquet(output.literal_path(f"{root}/{FEATURES}"))

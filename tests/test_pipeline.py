@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruits.features import FEATURE_DIM, build_model, featurize_contents, file_sha256
+from fruits.features import FEATURE_DIM, build_model, featurize_contents, file_sha256, task_count
 from fruits.output import literal_path
 from fruits.pca import load_model, project
 from fruits.probe import linear_probe
@@ -173,3 +173,8 @@ def test_linear_probe_on_pca_features_beats_95_percent(spark, real_run):
     result = linear_probe(read(spark, real_run / "pca"))
     assert (result.train_rows, result.test_rows) == (1200, 400)
     assert result.accuracy >= 0.95
+
+
+@pytest.mark.parametrize(("cores", "images", "tasks"), [(2, 36, 8), (2, 11280, 23), (64, 11280, 256)])
+def test_task_count_keeps_cores_busy_and_tasks_bounded(cores, images, tasks):
+    assert task_count(cores, images) == tasks
