@@ -6,10 +6,11 @@ import argparse
 import sys
 import traceback
 
-from fruits.config import MODES, Config, ConfigError, default_weights
+from fruits.config import MODES, Config, ConfigError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+DEFAULTS = Config()  # one source of defaults for the CLI, notebooks and EMR steps
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,13 +41,15 @@ def _fraction(text: str) -> float:
 
 
 def _spark_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("spark")
+    group = parser.add_argument_group("spark and diagnostics")
     group.add_argument("--master", help="Spark master for a new session (default: reuse the active one, else local[*])")
-    group.add_argument("--driver-memory", default="4g", help="driver memory for a new session (default: %(default)s)")
+    group.add_argument(
+        "--driver-memory", default=DEFAULTS.driver_memory, help="driver memory for a new session (default: %(default)s)"
+    )
     group.add_argument(
         "--arrow-batch-size",
         type=_positive_int,
-        default=256,
+        default=DEFAULTS.arrow_batch_size,
         help="rows per Arrow batch sent to Python (default: %(default)s)",
     )
     group.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -57,12 +60,15 @@ def _featurize_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder or URI for the results")
     parser.add_argument(
         "--weights",
-        default=default_weights(),
+        default=DEFAULTS.weights,
         help="'imagenet' (Keras download, cached) or a local Keras .h5 file "
         "(default: $FRUITS_WEIGHTS or imagenet; now: %(default)s)",
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=64, help="images per inference batch (default: %(default)s)"
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULTS.batch_size,
+        help="images per inference batch (default: %(default)s)",
     )
     parser.add_argument(
         "--partitions",
@@ -78,19 +84,28 @@ def _pca_options(parser: argparse.ArgumentParser) -> None:
     choice.add_argument(
         "--pca-variance",
         type=_fraction,
-        default=0.95,
+        default=DEFAULTS.pca_variance,
         help="keep the fewest components explaining this share of variance (default: %(default)s)",
     )
-    group.add_argument("--standardize", action="store_true", help="scale features to unit variance before PCA")
+    group.add_argument(
+        "--standardize", action="store_true", help="scale features to zero mean, unit variance before PCA"
+    )
     group.add_argument("--csv", action="store_true", help="also write the PCA output as one flat CSV (pca_csv/)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fruits", description="Fruit images -> MobileNetV2 features -> PCA, on Spark.")
+    parser = _Parser(
+        prog="fruits",
+        description="Fruit images -> MobileNetV2 features -> PCA, on Spark.",
+        epilog="example: fruits run --input data_sample --output out/demo --weights imagenet",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    run = commands.add_parser("run", help="featurize images, then fit and apply PCA")
-    featurize = commands.add_parser("featurize", help="images -> <output>/features (1280-d MobileNetV2 vectors)")
-    pca = commands.add_parser("pca", help="<input>/features -> <input>/pca, pca_model, explained_variance.csv")
+    helps = {
+        "run": "featurize images, then fit and apply PCA",
+        "featurize": "images -> <output>/features (1280-d MobileNetV2 vectors)",
+        "pca": "<input>/features -> <input>/pca, pca_model, explained_variance.csv",
+    }
+    run, featurize, pca = (commands.add_parser(name, help=text, description=text) for name, text in helps.items())
     for sub in (run, featurize):
         _featurize_options(sub)
     pca.add_argument("--input", required=True, help="an output folder or URI of `fruits featurize`")
@@ -100,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--mode",
             choices=MODES,
-            default="error",
+            default=DEFAULTS.mode,
             help="error: refuse existing results; overwrite: replace them (default: %(default)s)",
         )
         _spark_options(sub)

@@ -50,9 +50,6 @@ class Config:
         if self.partitions is not None and self.partitions < 1:
             raise ConfigError("--partitions must be positive")
 
-    def replace(self, **changes) -> Config:
-        return dataclasses.replace(self, **changes)
-
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import UnidentifiedImageError
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
@@ -92,7 +93,7 @@ def describe_error(content: bytes, exc: Exception) -> str:
     """A short, stable message for an image that could not be decoded."""
     if not content:
         return "empty file"
-    if type(exc).__name__ == "UnidentifiedImageError":
+    if isinstance(exc, UnidentifiedImageError):
         return "not a recognized image format"
     return f"{type(exc).__name__}: {exc}"
 

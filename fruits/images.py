@@ -16,7 +16,7 @@ IMAGE_SIZE = (224, 224)
 IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
 # Folder names that mean "a data split", not "a class" (Fruits-360 uses
 # Training/Test; other sets use train/val/validation/test1...).
-SPLIT_PATTERN = r"(?i)^(train|training|test|testing|test[-_ ]?\w*|val|valid|validation|dev)$"
+SPLIT_PATTERN = r"(?i)^(train(ing)?|test([-_ ]?\w+)?|val(id(ation)?)?|dev)$"
 
 
 def label_and_split(path: Column) -> tuple[Column, Column]:
