@@ -52,6 +52,11 @@ def _spark_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.arrow_batch_size,
         help="rows per Arrow batch sent to Python (default: %(default)s)",
     )
+    group.add_argument(
+        "--event-log-dir",
+        default=DEFAULTS.event_log_dir,
+        help="Spark event logs of local runs, for the History Server (default: %(default)s)",
+    )
     group.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
@@ -69,6 +74,9 @@ def _featurize_options(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=DEFAULTS.batch_size,
         help="images per inference batch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--limit-per-class", type=_positive_int, help="use only the first N images (by path) of each split and class"
     )
     parser.add_argument(
         "--partitions",
@@ -123,8 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    fields = set(Config.__dataclass_fields__)
-    return Config(**{key: value for key, value in vars(args).items() if key in fields and value is not None})
+    return Config.from_params(**{key: value for key, value in vars(args).items() if key not in ("command", "debug")})
 
 
 def summary(manifest: dict) -> str:

@@ -19,6 +19,12 @@ def default_weights() -> str:
     return os.environ.get("FRUITS_WEIGHTS", "imagenet")
 
 
+def default_event_log_dir() -> str:
+    """Spark event logs of local runs, for the History Server (a user cache)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "fruits", "spark-events")
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a run needs; validated once, before any work starts."""
@@ -36,6 +42,8 @@ class Config:
     partitions: int | None = None
     driver_memory: str = "4g"
     csv: bool = False
+    limit_per_class: int | None = None
+    event_log_dir: str = field(default_factory=default_event_log_dir)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -47,8 +55,17 @@ class Config:
         for name in ("batch_size", "arrow_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-        if self.partitions is not None and self.partitions < 1:
-            raise ConfigError("--partitions must be positive")
+        for name in ("partitions", "limit_per_class"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+
+    @classmethod
+    def from_params(cls, **params) -> Config:
+        """Settings from CLI arguments or notebook parameters; None means the default."""
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**{key: value for key, value in params.items() if value is not None})
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

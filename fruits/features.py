@@ -151,6 +151,22 @@ def worker_model(key: str, broadcast):
     return model
 
 
+def feature_summary(features: DataFrame) -> pd.DataFrame:
+    """Per split: images, featurized, failed and the vector sizes seen (expect [1280])."""
+    featurized_size = F.when(F.col("features").isNotNull(), F.size("features"))
+    return (
+        features.groupBy("split")
+        .agg(
+            F.count("*").alias("images"),
+            F.count("features").alias("featurized"),
+            F.count("error").alias("failed"),
+            F.array_sort(F.collect_set(featurized_size)).alias("dims"),
+        )
+        .orderBy("split")
+        .toPandas()
+    )
+
+
 def task_count(parallelism: int, images: int) -> int:
     """At least 4 tasks per core, and no more than ~IMAGES_PER_TASK images per task,
     so every core stays busy, progress shows, and batches stay full."""

@@ -6,8 +6,9 @@ import io
 import warnings
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageOps
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 IMAGE_SIZE = (224, 224)
@@ -41,6 +42,31 @@ def read_images(spark: SparkSession, uri: str) -> DataFrame:
     )
     label, split = label_and_split(F.col("path"))
     return raw.select("path", label.alias("label"), split.alias("split"), "content")
+
+
+def limit_per_class(images: DataFrame, limit: int) -> tuple[DataFrame, int]:
+    """Keep the first ``limit`` images (by path) of each split and class.
+
+    Choosing happens on paths alone (no file content is read); the chosen
+    paths, few by design, go back to the scan as a filter. Returns the kept
+    images and their count.
+    """
+    rank = F.row_number().over(Window.partitionBy("split", "label").orderBy("path"))
+    chosen = [
+        row["path"]
+        for row in images.select("path", "label", "split", rank.alias("rank"))
+        .where(F.col("rank") <= limit)
+        .select("path")
+        .collect()
+    ]
+    return images.where(F.col("path").isin(chosen)), len(chosen)
+
+
+def inventory(images: DataFrame) -> pd.DataFrame:
+    """Images per class and split (a small table, for looking at a data set)."""
+    counts = images.groupBy("label", "split").count().toPandas()
+    table = counts.pivot_table(index="label", columns="split", values="count", fill_value=0, aggfunc="sum")
+    return table.sort_index().astype(int)
 
 
 def decode(content: bytes) -> np.ndarray:

@@ -7,7 +7,7 @@ import re
 
 from pyspark.sql import SparkSession
 
-from fruits.config import ConfigError
+from fruits.config import ConfigError, to_uri
 
 MANIFEST = "manifest.json"
 _GLOB_CHARS = re.compile(r"([\[\]{}*?\\])")
@@ -17,6 +17,11 @@ def literal_path(uri: str) -> str:
     """Escape glob characters so Spark's readers take ``uri`` literally
     (an output named ``run-local[2]`` must not be read as a pattern)."""
     return _GLOB_CHARS.sub(r"\\\1", uri)
+
+
+def read_parquet(spark: SparkSession, root: str, name: str):
+    """A result folder of a run (``features``, ``pca``) as a DataFrame."""
+    return spark.read.parquet(literal_path(f"{to_uri(root)}/{name}"))
 
 
 def _fs_path(spark: SparkSession, uri: str):

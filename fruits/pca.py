@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,8 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits.output import literal_path
+from fruits.config import to_uri
+from fruits.output import literal_path, read_text
 
 # Cumulative sums of float64 ratios can end a hair under 1.0.
 _TOLERANCE = 1e-9
@@ -76,6 +78,12 @@ def project(model: PipelineModel, features: DataFrame) -> DataFrame:
     return model.transform(vectors).select(
         "path", "label", "split", vector_to_array("pca_vector", dtype="float32").alias("pca")
     )
+
+
+def read_variance(spark, root: str) -> np.ndarray:
+    """Per-component explained variance from a run's explained_variance.csv."""
+    text = read_text(spark, f"{to_uri(root)}/explained_variance.csv")
+    return np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, usecols=1, ndmin=1)
 
 
 def variance_csv(explained_variance: np.ndarray) -> str:

@@ -18,7 +18,7 @@ import fruits
 from fruits import output
 from fruits.config import Config, ConfigError, to_uri
 from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, load_weights, resolve_weights, task_count
-from fruits.images import read_images
+from fruits.images import limit_per_class, read_images
 from fruits.pca import fit_pca, project, variance_csv
 
 FEATURES = "features"
@@ -64,6 +64,8 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         raise ConfigError(f"input not found: {config.input}")
     images = read_images(spark, source)
     input_files = len(images.inputFiles())
+    if config.limit_per_class and input_files:
+        images, input_files = limit_per_class(images, config.limit_per_class)
     if input_files == 0:
         raise ConfigError(f"no .jpg/.jpeg/.png images found under {config.input}")
     weights = load_weights(weights_path)
@@ -140,14 +142,15 @@ def run_featurize(spark: SparkSession, config: Config) -> dict:
     return manifest
 
 
-def run_pca(spark: SparkSession, config: Config) -> dict:
-    """PCA on an earlier `fruits featurize` output folder (config.input),
-    written next to its features; its manifest is updated."""
-    if not config.input:
+def run_pca(spark: SparkSession, config: Config, root: str | None = None) -> dict:
+    """PCA on a `fruits featurize` output folder (``root``, default config.input
+    as in `fruits pca --input`), written next to its features; its manifest is updated."""
+    location = root or config.input
+    if not location:
         raise ConfigError("--input (a folder written by `fruits featurize`) is required")
-    root = to_uri(config.input)
+    root = to_uri(location)
     if not output.exists(spark, root):
-        raise ConfigError(f"input not found: {config.input}")
+        raise ConfigError(f"input not found: {location}")
     manifest = output.read_manifest(spark, root) or new_manifest(spark, config)
     manifest.setdefault("output", root)
     pca_stage(spark, config, root, manifest)

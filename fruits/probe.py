@@ -21,6 +21,9 @@ class ProbeResult:
     test_rows: int
     predictions: DataFrame  # label, prediction_label (strings), for confusion matrices
 
+    def summary(self) -> dict:
+        return {"accuracy": self.accuracy, "train_rows": self.train_rows, "test_rows": self.test_rows}
+
 
 def linear_probe(
     projected: DataFrame,

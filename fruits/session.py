@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import sys
+from importlib import metadata
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from fruits.config import Config, ConfigError
+from fruits.config import Config, ConfigError, to_uri
 
 
 def runtime_conf(config: Config) -> dict[str, str]:
@@ -32,12 +35,17 @@ def get_spark(config: Config | None = None) -> SparkSession:
     if spark is None:
         if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
             raise ConfigError("Java not found: Spark needs Java 17 (install it, or set JAVA_HOME)")
+        master = config.master or "local[*]"
         builder = (
             SparkSession.builder.appName("fruits")
-            .master(config.master or "local[*]")
+            .master(master)
             .config("spark.driver.memory", config.driver_memory)
             .config("spark.ui.showConsoleProgress", "true")
         )
+        if master.startswith("local"):  # clusters (EMR) keep their own event logs
+            builder = builder.config("spark.eventLog.enabled", "true").config(
+                "spark.eventLog.dir", _event_log_uri(config.event_log_dir)
+            )
         # PySpark takes the workers' interpreter from this variable (default:
         # whatever `python3` is on PATH, which lacks this venv's packages).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -46,3 +54,41 @@ def get_spark(config: Config | None = None) -> SparkSession:
     for key, value in runtime_conf(config).items():
         spark.conf.set(key, value)
     return spark
+
+
+def _event_log_uri(location: str) -> str:
+    uri = to_uri(location)
+    if uri.startswith("file://"):
+        os.makedirs(uri.removeprefix("file://"), exist_ok=True)  # Spark will not create it
+    return uri
+
+
+def history_server_command(event_log_dir: str) -> str:
+    """Shell command that serves the event logs at http://localhost:18080
+    (the same UI EMR shows), with the History Server pyspark ships."""
+    import pyspark
+
+    script = Path(pyspark.__file__).parent / "sbin" / "start-history-server.sh"
+    return f'SPARK_HISTORY_OPTS="-Dspark.history.fs.logDirectory={_event_log_uri(event_log_dir)}" {script}'
+
+
+def environment(spark: SparkSession) -> dict[str, str]:
+    """Versions and resources a run depends on, for notebooks and bug reports."""
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "python": platform.python_version(),
+        "java": spark.sparkContext._jvm.System.getProperty("java.version"),
+        "spark": spark.version,
+        **{name: version(name) for name in ("pyspark", "tensorflow-cpu", "keras", "onnxruntime", "pillow")},
+        "cores": str(os.cpu_count()),
+        "spark master": spark.sparkContext.master,
+        "default parallelism": str(spark.sparkContext.defaultParallelism),
+        "Spark UI": spark.sparkContext.uiWebUrl or "disabled",
+        "event logs": spark.conf.get("spark.eventLog.dir", "not enabled"),
+    }

@@ -35,8 +35,9 @@ def require(path: Path, what: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def spark():
-    session = get_spark(Config(master="local[2]", driver_memory="2g"))
+def spark(tmp_path_factory):
+    events = tmp_path_factory.mktemp("spark-events")
+    session = get_spark(Config(master="local[2]", driver_memory="2g", event_log_dir=str(events)))
     yield session
     session.stop()
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from pyspark.sql import functions as F
 
-from fruits.images import IMAGE_SIZE, decode, label_and_split, preprocess, read_images
+from fruits.images import IMAGE_SIZE, decode, inventory, label_and_split, limit_per_class, preprocess, read_images
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,20 @@ def test_preprocess_equals_keras_preprocess_input():
     expected = preprocess_input(pixels.astype(np.float32))
     np.testing.assert_allclose(preprocess(pixels), expected, rtol=0, atol=1e-6)
     assert preprocess(pixels).dtype == np.float32
+
+
+def test_limit_per_class_keeps_the_first_images_of_each_split_and_class(spark):
+    from tests.conftest import SAMPLE
+
+    limited, count = limit_per_class(read_images(spark, str(SAMPLE)), 2)
+    rows = limited.select("path", "label", "split").collect()
+    assert count == len(rows) == 12
+    assert {row["path"].rsplit("/", 1)[1] for row in rows} == {"0_100.jpg", "1_100.jpg"}
+
+
+def test_inventory_counts_images_per_class_and_split(spark):
+    from tests.conftest import SAMPLE
+
+    table = inventory(read_images(spark, str(SAMPLE)))
+    assert list(table.index) == ["Synthetic Apple 1", "Synthetic Banana 1", "Synthetic Grape"]
+    assert table.to_dict(orient="list") == {"Test": [4, 4, 4], "Training": [8, 8, 8]}

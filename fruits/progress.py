@@ -1,0 +1,36 @@
+"""Spark progress for notebooks, where the console progress bar is not shown."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyspark.sql import SparkSession
+
+
+@contextmanager
+def spark_progress(spark: SparkSession, label: str, every: float = 10.0, out=sys.stdout) -> Iterator[None]:
+    """Print the active stages' finished/total tasks every ``every`` seconds
+    while the block runs, then the block's wall time."""
+    tracker = spark.sparkContext.statusTracker()
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(every):
+            stages = [tracker.getStageInfo(stage) for stage in tracker.getActiveStageIds()]
+            parts = [f"stage {s.stageId}: {s.numCompletedTasks}/{s.numTasks} tasks" for s in stages if s]
+            if parts:
+                print(f"{label}: {'; '.join(parts)}", file=out, flush=True)
+
+    reporter = threading.Thread(target=report, daemon=True)
+    started = time.perf_counter()
+    reporter.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reporter.join()
+        print(f"{label}: done in {time.perf_counter() - started:.1f} s", file=out, flush=True)

@@ -1,0 +1,57 @@
+import io
+import os
+import time
+
+import pytest
+
+from fruits.config import Config, ConfigError
+from fruits.progress import spark_progress
+from fruits.session import environment, get_spark, history_server_command
+
+
+def test_get_spark_reuses_the_active_session(spark):
+    assert get_spark(Config(master="local[1]", arrow_batch_size=128)) is spark
+    assert spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") == "128"
+    assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
+    get_spark(Config())  # back to the default for the other tests
+
+
+def test_local_sessions_write_event_logs(spark):
+    spark.range(10).count()
+    folder = spark.conf.get("spark.eventLog.dir").removeprefix("file://")
+    assert spark.conf.get("spark.eventLog.enabled") == "true"
+    assert any(name.startswith("local-") for name in os.listdir(folder))
+
+
+def test_history_server_command_points_at_the_event_logs(tmp_path):
+    command = history_server_command(str(tmp_path))
+    assert f"spark.history.fs.logDirectory=file://{tmp_path}" in command
+    assert command.endswith("sbin/start-history-server.sh")
+
+
+def test_environment_reports_versions(spark):
+    report = environment(spark)
+    assert report["spark"].startswith("3.5.")
+    assert report["java"].startswith("17")
+    assert report["keras"].startswith("3.")
+    assert report["spark master"] == "local[2]"
+
+
+def test_config_from_params_ignores_none_and_rejects_unknown_names():
+    assert Config.from_params(batch_size=None, pca_variance=0.9).batch_size == Config().batch_size
+    with pytest.raises(ConfigError, match="unknown setting"):
+        Config.from_params(pca_varianse=0.9)
+
+
+def test_spark_progress_reports_running_stages(spark):
+    out = io.StringIO()
+
+    def slow(rows):
+        time.sleep(0.6)
+        return rows
+
+    with spark_progress(spark, "demo", every=0.2, out=out):
+        spark.sparkContext.parallelize(range(4), 2).mapPartitions(slow).count()
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("demo: stage ") and "/2 tasks" in line for line in lines)
+    assert lines[-1].startswith("demo: done in ")
