@@ -4,14 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INPUT ?= data_sample
 OUTPUT ?= out/demo
+NOTEBOOK_OUTPUT ?= out/notebooks
+NOTEBOOKS := 01_local_setup 02_featurization 03_pca
 
-.PHONY: help venv demo test lint format sample clean
+.PHONY: help venv demo test lint format sample clean lab notebooks history
 
 help:
 	@echo "make demo    set up $(VENV) and run the pipeline on $(INPUT) -> $(OUTPUT)"
 	@echo "make test    set up $(VENV), lint, run the test suite (what CI runs)"
 	@echo "make lint    ruff check + format check      make format   ruff format"
 	@echo "make sample  regenerate data_sample/        make clean    remove $(VENV) and out/"
+	@echo "make lab     open JupyterLab on notebooks/"
+	@echo "make notebooks  run 01-03 headless (papermill) on $(INPUT) -> $(NOTEBOOK_OUTPUT)"
+	@echo "make history    start the Spark History Server on local event logs (port 18080)"
 
 $(BIN)/fruits: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +45,20 @@ sample: venv
 
 clean:
 	rm -rf $(VENV) out
+
+lab: venv
+	$(BIN)/jupyter lab --notebook-dir notebooks
+
+# INPUT / NOTEBOOK_OUTPUT may be local folders (relative to here) or s3:// URIs.
+notebooks: venv
+	mkdir -p out/executed
+	for nb in $(NOTEBOOKS); do \
+	  $(BIN)/papermill --no-progress-bar notebooks/$$nb.ipynb out/executed/$$nb.ipynb \
+	    -p input_uri "$(INPUT)" -p output_uri "$(NOTEBOOK_OUTPUT)" || exit 1; \
+	done
+
+history: venv
+	$(BIN)/python -c "from fruits.config import default_event_log_dir as d; \
+	  from fruits.session import history_server_command as c; print(c(d()))" | sh
+	@echo "Spark History Server: http://localhost:18080 (stop: $(BIN)/python -c 'import pyspark, os; \
+	  print(os.path.dirname(pyspark.__file__))'/sbin/stop-history-server.sh)"

@@ -1,0 +1,88 @@
+"""The notebooks run top to bottom with papermill, on data_sample and on real images."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from tests.conftest import ROOT, SAMPLE
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PARAMETERS = {"input_uri", "output_uri", "weights", "limit_per_class", "pca_variance", "spark_master", "event_log_dir"}
+
+
+def execute(name: str, workdir: Path, **parameters) -> nbformat.NotebookNode:
+    executed = workdir / f"executed-{name}"
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / name),
+        str(executed),
+        parameters={key: str(value) if isinstance(value, Path) else value for key, value in parameters.items()},
+        cwd=str(ROOT / "notebooks"),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    return nbformat.read(executed, as_version=4)
+
+
+def images_in(notebook: nbformat.NotebookNode) -> int:
+    return sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+
+
+def test_there_are_three_notebooks_in_order():
+    assert [path.name for path in NOTEBOOKS] == ["01_local_setup.ipynb", "02_featurization.ipynb", "03_pca.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_committed_notebooks_have_no_outputs_and_one_parameters_cell(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and cell.execution_count is None for cell in code)
+    tagged = [cell for cell in code if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assigned = {line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line}
+    assert assigned == PARAMETERS
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("notebook-events")
+
+
+def test_notebooks_run_in_order_on_data_sample(weights, tmp_path, events):
+    params = {"input_uri": SAMPLE, "output_uri": tmp_path / "out", "weights": weights, "event_log_dir": events}
+    setup = execute("01_local_setup.ipynb", tmp_path, **params)
+    assert images_in(setup) == 1
+    assert "3 classes, 36 images" in json.dumps([cell.get("outputs", []) for cell in setup.cells])
+
+    execute("02_featurization.ipynb", tmp_path, **params)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["input_files"], manifest["featurized"], manifest["feature_dim"]) == (36, 36, 1280)
+
+    pca = execute("03_pca.ipynb", tmp_path, **params)
+    assert images_in(pca) == 4  # variance curve, scree, 2-D projection, confusion matrix
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["pca_k"] >= 2
+    assert json.loads((tmp_path / "out" / "probe.json").read_text())["test_rows"] == 12
+    assert any(events.iterdir()), "local runs write Spark event logs"
+
+
+@pytest.mark.slow
+def test_featurization_and_pca_notebooks_on_real_images(weights, real_subset, tmp_path, events):
+    params = {"input_uri": real_subset, "output_uri": tmp_path / "out", "weights": weights, "event_log_dir": events}
+    execute("02_featurization.ipynb", tmp_path, **params)
+    pca = execute("03_pca.ipynb", tmp_path, **params)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["input_files"], manifest["featurized"], manifest["failed"]) == (1600, 1600, 0)
+    assert images_in(pca) == 4
+    probe = json.loads((tmp_path / "out" / "probe.json").read_text())
+    assert (probe["train_rows"], probe["test_rows"]) == (1200, 400)
+    assert probe["accuracy"] >= 0.95
+
+
+def test_a_failing_cell_fails_with_its_error_visible(weights, tmp_path, events):
+    params = {"input_uri": tmp_path / "missing", "output_uri": tmp_path / "out", "weights": weights}
+    with pytest.raises(papermill.PapermillExecutionError, match="input not found"):
+        execute("02_featurization.ipynb", tmp_path, event_log_dir=events, **params)
+    assert not (tmp_path / "out").exists()
