@@ -6,7 +6,7 @@ import argparse
 import sys
 import traceback
 
-from fruits.config import MODES, Config, ConfigError
+from fruits.config import ENGINES, MODES, Config, ConfigError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -68,6 +68,13 @@ def _featurize_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.weights,
         help="'imagenet' (Keras download, cached) or a local Keras .h5 file "
         "(default: $FRUITS_WEIGHTS or imagenet; now: %(default)s)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULTS.engine,
+        help="onnx: ONNX Runtime, converted from the Keras model once and cached, ~3x faster on CPU; "
+        "keras: TensorFlow (default: onnx when onnxruntime is installed; now: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 from dataclasses import dataclass, field
 
 MODES = ("error", "overwrite")
+ENGINES = ("onnx", "keras")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^file:")
 
 
@@ -19,10 +21,20 @@ def default_weights() -> str:
     return os.environ.get("FRUITS_WEIGHTS", "imagenet")
 
 
-def default_event_log_dir() -> str:
-    """Spark event logs of local runs, for the History Server (a user cache)."""
+def cache_dir() -> str:
+    """The user's cache for fruits: converted models, local event logs."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "fruits", "spark-events")
+    return os.path.join(cache, "fruits")
+
+
+def default_event_log_dir() -> str:
+    """Spark event logs of local runs, for the History Server."""
+    return os.path.join(cache_dir(), "spark-events")
+
+
+def default_engine() -> str:
+    """onnx (ONNX Runtime, ~3x faster on CPU, same features) when installed, else keras."""
+    return "onnx" if importlib.util.find_spec("onnxruntime") else "keras"
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,7 @@ class Config:
     input: str | None = None
     output: str | None = None
     weights: str = field(default_factory=default_weights)
+    engine: str = field(default_factory=default_engine)
     master: str | None = None
     mode: str = "error"
     pca_k: int | None = None
@@ -48,6 +61,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if not 0.0 < self.pca_variance <= 1.0:
             raise ConfigError(f"--pca-variance must be in (0, 1], got {self.pca_variance}")
         if self.pca_k is not None and self.pca_k < 1:

@@ -1,16 +1,15 @@
 """MobileNetV2 features (1280-d, global average pool) in a Spark pandas UDF.
 
-The driver loads the Keras weights once and broadcasts them. Each Python
-worker builds the model once and keeps it in this module (an importable
-module, so the cache survives across tasks on a reused worker), then decodes
-and embeds images in fixed-size batches.
+The driver loads the Keras weights once and broadcasts the engine's payload
+(fruits.engines). Each Python worker builds its predictor once and keeps it
+in this module (an importable module, so the cache survives across tasks on a
+reused worker), then decodes and embeds images in batches.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,8 +21,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
+from fruits import engines
 from fruits.config import ConfigError
-from fruits.images import IMAGE_SIZE, decode, preprocess
+from fruits.engines import Predict
+from fruits.images import decode, preprocess
 
 FEATURE_DIM = 1280
 MODEL_NAME = "MobileNetV2 (alpha 1.0, 224x224, ImageNet, include_top=False, pooling=avg)"
@@ -37,27 +38,14 @@ RESULT_TYPE = StructType(
     ]
 )
 
-# Per-Python-worker cache: weights key -> built model.
-_worker_models: dict[str, object] = {}
-
-
-def _import_keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
-    import keras
-
-    return keras
-
-
-def build_model():
-    """The architecture alone; weights are set by the caller."""
-    keras = _import_keras()
-    return keras.applications.MobileNetV2(input_shape=(*IMAGE_SIZE, 3), include_top=False, weights=None, pooling="avg")
+# Per-Python-worker cache: backbone key -> predict function.
+_worker_predictors: dict[str, Predict] = {}
 
 
 def resolve_weights(weights: str) -> Path:
     """'imagenet' -> Keras' cached download (fetched once); else a local .h5 file."""
     if weights == "imagenet":
-        keras = _import_keras()
+        keras = engines.import_keras()
         try:
             return Path(keras.utils.get_file(KERAS_WEIGHTS_FILE, KERAS_WEIGHTS_URL, cache_subdir="models"))
         except Exception as exc:  # network errors come in many types
@@ -81,7 +69,7 @@ def file_sha256(path: Path) -> str:
 
 def load_weights(path: Path) -> list[np.ndarray]:
     """Read a Keras MobileNetV2 no-top weights file into a list of arrays."""
-    model = build_model()
+    model = engines.build_keras_model()
     try:
         model.load_weights(str(path))
     except Exception as exc:
@@ -98,20 +86,17 @@ def describe_error(content: bytes, exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def embed(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+def embed(predict: Predict, pixels: np.ndarray, batch_size: int) -> np.ndarray:
     """uint8 images (n, 224, 224, 3) -> float32 features (n, 1280).
 
-    Keras relaxes the batch dimension after the second shape it sees, so odd
-    remainders cost one retrace per worker, not padding on every batch.
+    Batches are not padded: ONNX Runtime takes any batch size, and Keras
+    relaxes the batch dimension after the second shape it traces.
     """
-    batches = [
-        model.predict_on_batch(preprocess(pixels[start : start + batch_size]))
-        for start in range(0, len(pixels), batch_size)
-    ]
+    batches = [predict(preprocess(pixels[start : start + batch_size])) for start in range(0, len(pixels), batch_size)]
     return np.concatenate(batches).astype(np.float32, copy=False)
 
 
-def featurize_contents(model, contents: Sequence[bytes], batch_size: int) -> pd.DataFrame:
+def featurize_contents(predict: Predict, contents: Sequence[bytes], batch_size: int) -> pd.DataFrame:
     """Image bytes -> DataFrame(features, error); bad images get an error, not a crash."""
     decoded: dict[int, np.ndarray] = {}
     errors: list[str | None] = [None] * len(contents)
@@ -122,33 +107,24 @@ def featurize_contents(model, contents: Sequence[bytes], batch_size: int) -> pd.
             errors[i] = describe_error(content, exc)
     features: list[np.ndarray | None] = [None] * len(contents)
     if decoded:
-        vectors = embed(model, np.stack(list(decoded.values())), batch_size)
+        vectors = embed(predict, np.stack(list(decoded.values())), batch_size)
         for i, vector in zip(decoded, vectors, strict=True):
             features[i] = vector
     return pd.DataFrame({"features": features, "error": errors})
 
 
-def worker_model(key: str, broadcast):
-    """The model for ``key`` in this Python worker, built on first use only."""
-    model = _worker_models.get(key)
-    if model is None:
+def worker_predictor(backbone_key: str, engine: str, broadcast) -> Predict:
+    """The predictor for ``backbone_key`` in this Python worker, built on first use only,
+    with as many threads as the task has cores (one per task when tasks == cores)."""
+    predict = _worker_predictors.get(backbone_key)
+    if predict is None:
         from pyspark import TaskContext
 
         context = TaskContext.get()
-        threads = context.cpus() if context is not None else 1
-        _import_keras()
-        import tensorflow as tf
-
-        try:  # only possible before TensorFlow's first op in this process
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:
-            pass
-        model = build_model()
-        model.set_weights(broadcast.value)
-        _worker_models.clear()
-        _worker_models[key] = model
-    return model
+        predict = engines.predictor(engine, broadcast.value, threads=context.cpus() if context else 1)
+        _worker_predictors.clear()
+        _worker_predictors[backbone_key] = predict
+    return predict
 
 
 def feature_summary(features: DataFrame) -> pd.DataFrame:
@@ -173,24 +149,22 @@ def task_count(parallelism: int, images: int) -> int:
     return max(4 * parallelism, math.ceil(images / IMAGES_PER_TASK))
 
 
-def featurize(
-    images: DataFrame, weights: list[np.ndarray], weights_key: str, tasks: int, batch_size: int = 64
-) -> DataFrame:
+def featurize(images: DataFrame, backbone: engines.Backbone, tasks: int, batch_size: int = 64) -> DataFrame:
     """(path, label, split, content) -> (path, label, split, features, error).
 
-    ``weights`` (from load_weights) are broadcast once; ``weights_key`` (the
-    file's SHA-256) names the model in the workers' cache. Tiny files make one
-    small partition each; they are merged into at most ``tasks`` partitions.
+    The backbone's payload is broadcast once. Tiny files make one small
+    partition each; they are merged into at most ``tasks`` partitions.
     """
-    broadcast = images.sparkSession.sparkContext.broadcast(weights)
+    broadcast = images.sparkSession.sparkContext.broadcast(backbone.payload)
+    key, engine = backbone.key, backbone.engine
     if images.rdd.getNumPartitions() > tasks:
         images = images.coalesce(tasks)
 
     @pandas_udf(RESULT_TYPE)
     def mobilenet_features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        model = worker_model(weights_key, broadcast)
+        predict = worker_predictor(key, engine, broadcast)
         for contents in batches:
-            yield featurize_contents(model, contents, batch_size)
+            yield featurize_contents(predict, contents, batch_size)
 
     result = mobilenet_features(F.col("content")).alias("result")
     return images.select("path", "label", "split", result).select(

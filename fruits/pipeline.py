@@ -10,13 +10,14 @@ import datetime as dt
 import platform
 import time
 import uuid
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 import fruits
-from fruits import output
-from fruits.config import Config, ConfigError, to_uri
+from fruits import engines, output
+from fruits.config import Config, ConfigError, cache_dir, to_uri
 from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, load_weights, resolve_weights, task_count
 from fruits.images import limit_per_class, read_images
 from fruits.pca import fit_pca, project, variance_csv
@@ -68,15 +69,15 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         images, input_files = limit_per_class(images, config.limit_per_class)
     if input_files == 0:
         raise ConfigError(f"no .jpg/.jpeg/.png images found under {config.input}")
-    weights = load_weights(weights_path)
     weights_sha256 = file_sha256(weights_path)
+    backbone = engines.prepare(config.engine, load_weights(weights_path), weights_sha256, Path(cache_dir()) / "models")
     if config.mode == "error" and output.exists(spark, root):
         raise ConfigError(f"output already exists: {config.output} (use --mode overwrite to replace its results)")
     _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
 
     started = time.perf_counter()
     tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, input_files)
-    features = featurize(images, weights, weights_sha256, tasks, config.batch_size)
+    features = featurize(images, backbone, tasks, config.batch_size)
     features.write.parquet(f"{root}/{FEATURES}")
     counts = (
         spark.read.parquet(output.literal_path(f"{root}/{FEATURES}"))
@@ -94,6 +95,8 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         model=MODEL_NAME,
         weights=config.weights,
         weights_sha256=weights_sha256,
+        engine=backbone.engine,
+        engine_versions=backbone.versions,
         images_per_second=round(input_files / seconds, 2),
     )
     manifest["seconds"]["featurize"] = round(seconds, 2)

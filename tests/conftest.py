@@ -34,6 +34,12 @@ def require(path: Path, what: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Converted models and event logs go to a fresh cache, not the user's."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     events = tmp_path_factory.mktemp("spark-events")

@@ -46,6 +46,7 @@ def test_every_command_has_help(capsys, command):
         (["--pca-variance", "lots"], "not a number"),
         (["--pca-k", "0"], "must be >= 1"),
         (["--mode", "append"], "invalid choice"),
+        (["--engine", "tensorrt"], "invalid choice"),
         (["--pca-k", "3", "--pca-variance", "0.9"], "not allowed with"),
     ],
 )

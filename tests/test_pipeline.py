@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruits.features import FEATURE_DIM, build_model, featurize_contents, file_sha256, task_count
+from fruits import engines
+from fruits.features import FEATURE_DIM, featurize_contents, file_sha256, load_weights, task_count
 from fruits.output import literal_path
 from fruits.pca import load_model, project
 from fruits.probe import linear_probe
@@ -52,6 +53,8 @@ def test_sample_run_manifest_accounts_for_every_file(sample_run, weights):
     assert (manifest["featurized"], manifest["failed"]) == (36, 0)
     assert manifest["feature_dim"] == FEATURE_DIM
     assert manifest["weights_sha256"] == file_sha256(weights)
+    assert manifest["engine"] == "onnx"
+    assert {"onnxruntime", "tf2onnx"} <= set(manifest["engine_versions"])
     assert manifest["explained_variance"] >= 0.95
     assert manifest["spark_version"].startswith("3.5.")
     assert set(manifest["seconds"]) == {"featurize", "pca", "total"}
@@ -110,10 +113,12 @@ def test_a_corrupt_file_among_good_ones_becomes_exactly_one_error_row(spark, wei
     shutil.copytree(SAMPLE, images)
     good = (images / "Training" / "Synthetic Grape" / "0_100.jpg").read_bytes()
     (images / "Training" / "Synthetic Grape" / "broken.jpg").write_bytes(good[: len(good) // 3])
-    code, _, _ = run_cli(capsys, "run", "--input", images, "--output", tmp_path / "out", "--weights", weights)
+    out = tmp_path / "out"
+    code, _, _ = run_cli(capsys, "run", "--input", images, "--output", out, "--weights", weights, "--engine", "keras")
     assert code == 0
-    manifest = manifest_of(tmp_path / "out")
+    manifest = manifest_of(out)
     assert (manifest["input_files"], manifest["featurized"], manifest["failed"]) == (37, 36, 1)
+    assert manifest["engine"] == "keras"
     failed = [row for row in features_of(spark, tmp_path / "out").values() if row["error"] is not None]
     assert [Path(row["path"]).name for row in failed] == ["broken.jpg"]
     assert failed[0]["features"] is None
@@ -121,15 +126,38 @@ def test_a_corrupt_file_among_good_ones_becomes_exactly_one_error_row(spark, wei
     assert read(spark, tmp_path / "out" / "pca").count() == 36
 
 
-def test_undecodable_bytes_get_specific_errors_next_to_good_features(weights):
-    model = build_model()
-    model.load_weights(str(weights))
+@pytest.mark.parametrize("engine", ["onnx", "keras"])
+def test_undecodable_bytes_get_specific_errors_next_to_good_features(weights, tmp_path, engine):
+    backbone = engines.prepare(engine, load_weights(weights), file_sha256(weights), tmp_path)
+    predict = engines.predictor(engine, backbone.payload, threads=1)
     good = SAMPLE_FILES[0].read_bytes()
-    result = featurize_contents(model, [good, b"", b"plain text", good], batch_size=3)
+    result = featurize_contents(predict, [good, b"", b"plain text", good], batch_size=3)
     assert list(result["error"]) == [None, "empty file", "not a recognized image format", None]
     assert result["features"][0].shape == (FEATURE_DIM,)
     assert result["features"][1] is None
     np.testing.assert_allclose(result["features"][0], result["features"][3], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_onnx_features_equal_keras_features_on_real_images(weights, real_subset, record_property):
+    contents = [path.read_bytes() for path in sorted(real_subset.rglob("*.jpg"))[::20]]
+    features = {}
+    for engine in ("keras", "onnx"):
+        backbone = engines.prepare(engine, load_weights(weights), file_sha256(weights), real_subset.parent / "models")
+        result = featurize_contents(engines.predictor(engine, backbone.payload, threads=2), contents, batch_size=32)
+        features[engine] = np.stack(result["features"])
+    keras_features, onnx_features = features["keras"], features["onnx"]
+    cosine = (keras_features * onnx_features).sum(1) / (
+        np.linalg.norm(keras_features, axis=1) * np.linalg.norm(onnx_features, axis=1)
+    )
+    max_abs_diff = float(np.abs(keras_features - onnx_features).max())
+    record_property("onnx_vs_keras_max_abs_diff", max_abs_diff)
+    print(
+        f"onnx vs keras on {len(contents)} real images: min cosine {cosine.min():.8f}, max abs diff {max_abs_diff:.2e}"
+    )
+    assert len(contents) == 80
+    assert cosine.min() >= 0.99999
+    assert max_abs_diff < 1e-3
 
 
 @pytest.fixture(scope="module")
