@@ -1,0 +1,201 @@
+"""Featurization benchmark, side by side on the same real images; prints JSON.
+
+    .venv/bin/python bench/featurize.py [--images 2000] [--weights PATH]
+
+Configurations, each timed read -> features -> Parquet in a fresh local[*]
+SparkSession of this one process (fresh Python workers, so their peak RSS is
+per configuration):
+
+* peer: the public peers' pattern: Keras `model.predict` in a Scalar Iterator
+  pandas UDF, the model rebuilt per iterator from broadcast weights, default
+  partitioning and Arrow batches;
+* keras, onnx: this project's engines (`fruits.features.featurize`);
+* ceiling: ONNX Runtime alone on already-preprocessed tensors, one
+  single-threaded process per core (the most the onnx engine could reach).
+
+Also: cold start (`fruits featurize` on data_sample/, command to exit) and
+the machine's load average. Images come from FRUITS_DATA (default
+../shared/data/fruits-360), spread evenly over classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FRUITS_DATA", ROOT.parent / "shared" / "data" / "fruits-360"))
+WEIGHTS = os.environ.get(
+    "FRUITS_WEIGHTS", str(ROOT.parent / "shared" / "models" / "mobilenet_v2_1.0_224_no_top_reconstructed.h5")
+)
+
+
+def pick_images(count: int, target: Path) -> Path:
+    files = sorted(DATA.rglob("*.jpg"))
+    step = max(1, len(files) // count)
+    for path in files[::step][:count]:
+        copy = target / path.relative_to(DATA)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, copy)
+    return target
+
+
+def worker_peak_rss_mb() -> float:
+    """Largest peak RSS (VmHWM) among this machine's PySpark Python workers."""
+    peaks = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            cmdline = (status.parent / "cmdline").read_bytes()
+            if b"pyspark.daemon" in cmdline or b"pyspark/daemon" in cmdline:
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+                peaks.append(int(fields["VmHWM"].split()[0]) / 1024)
+        except (OSError, KeyError, ValueError):
+            continue
+    return round(max(peaks, default=0.0), 1)
+
+
+def peer_features(images, weights):
+    """The public peers' pattern, kept faithful on purpose (not this project's code)."""
+    from pyspark.sql.functions import pandas_udf
+
+    broadcast = images.sparkSession.sparkContext.broadcast(weights)
+
+    @pandas_udf("array<float>")
+    def featurize_udf(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        import keras
+        from PIL import Image
+
+        model = keras.applications.MobileNetV2(
+            weights=None, include_top=False, pooling="avg", input_shape=(224, 224, 3)
+        )
+        model.set_weights(broadcast.value)
+        for contents in batches:
+            arrays = [np.asarray(Image.open(io.BytesIO(c)).convert("RGB").resize((224, 224))) for c in contents]
+            batch = keras.applications.mobilenet_v2.preprocess_input(np.stack(arrays).astype(np.float32))
+            yield pd.Series(list(model.predict(batch, batch_size=64, verbose=0)))
+
+    return images.select("path", featurize_udf("content").alias("features"))
+
+
+def run_pipeline(name: str, images_dir: Path, output: Path, weights_path: Path) -> dict:
+    from fruits import engines
+    from fruits.config import Config, cache_dir
+    from fruits.features import featurize, file_sha256, load_weights, task_count
+    from fruits.images import read_images
+    from fruits.session import get_spark
+
+    config = Config(master="local[*]", arrow_batch_size=10_000 if name == "peer" else Config().arrow_batch_size)
+    spark = get_spark(config)
+    try:
+        weights = load_weights(weights_path)
+        started = time.perf_counter()
+        images = read_images(spark, str(images_dir))
+        count = len(images.inputFiles())
+        if name == "peer":
+            features = peer_features(images, weights)
+        else:
+            backbone = engines.prepare(name, weights, file_sha256(weights_path), Path(cache_dir()) / "models")
+            features = featurize(images, backbone, task_count(spark.sparkContext.defaultParallelism, count))
+        features.write.mode("overwrite").parquet(str(output / name))
+        seconds = time.perf_counter() - started
+        return {
+            "name": name,
+            "images": count,
+            "seconds": round(seconds, 2),
+            "img_per_s": round(count / seconds, 1),
+            "peak_worker_rss_mb": worker_peak_rss_mb(),
+        }
+    finally:
+        spark.stop()
+
+
+def _ceiling_worker(args: tuple[bytes, int, int]) -> float:
+    from fruits import engines
+
+    model, images, batch_size = args
+    predict = engines.predictor("onnx", model, threads=1)
+    batch = np.random.default_rng(0).uniform(-1, 1, (batch_size, 224, 224, 3)).astype(np.float32)
+    predict(batch)  # warm-up
+    started = time.perf_counter()
+    for _ in range(math.ceil(images / batch_size)):
+        predict(batch)
+    return math.ceil(images / batch_size) * batch_size / (time.perf_counter() - started)
+
+
+def onnx_ceiling(weights_path: Path, images: int) -> dict:
+    from fruits import engines
+    from fruits.config import cache_dir
+    from fruits.features import file_sha256, load_weights
+
+    model = engines.onnx_model(load_weights(weights_path), file_sha256(weights_path), Path(cache_dir()) / "models")
+    cores = os.cpu_count() or 1
+    with ProcessPoolExecutor(cores) as pool:
+        rates = list(pool.map(_ceiling_worker, [(model.read_bytes(), images // cores, 64)] * cores))
+    return {"name": "ceiling", "images": images, "img_per_s": round(sum(rates), 1)}
+
+
+def cold_start(weights_path: Path) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                Path(sys.executable).with_name("fruits"),
+                "featurize",
+                "--input",
+                ROOT / "data_sample",
+                "--output",
+                Path(out) / "o",
+                "--weights",
+                weights_path,
+                "--engine",
+                "onnx",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return round(time.perf_counter() - started, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--weights", default=WEIGHTS)
+    parser.add_argument("--configs", default="peer,keras,onnx", help="comma-separated pipeline configurations")
+    args = parser.parse_args()
+    weights_path = Path(args.weights)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as scratch:
+        images_dir = pick_images(args.images, Path(scratch) / "images")
+        results = [
+            run_pipeline(name, images_dir, Path(scratch) / "out", weights_path) for name in args.configs.split(",")
+        ]
+    ceiling = onnx_ceiling(weights_path, args.images)
+    by_name = {r["name"]: r for r in results}
+    for result in results:
+        if "peer" in by_name:
+            result["ratio_to_peer"] = round(result["img_per_s"] / by_name["peer"]["img_per_s"], 2)
+        result["ratio_to_ceiling"] = round(result["img_per_s"] / ceiling["img_per_s"], 3)
+    report = {
+        "machine": {"cores": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "results": [*results, ceiling],
+        "cold_start_s": cold_start(weights_path),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
