@@ -94,21 +94,22 @@ def peer_features(images, weights):
 def run_pipeline(name: str, images_dir: Path, output: Path, weights_path: Path) -> dict:
     from fruits import engines
     from fruits.config import Config, cache_dir
-    from fruits.features import featurize, file_sha256, load_weights, task_count
+    from fruits.engines import load_weights
+    from fruits.features import featurize, file_sha256, task_count
     from fruits.images import read_images
     from fruits.session import get_spark
 
     config = Config(master="local[*]", arrow_batch_size=10_000 if name == "peer" else Config().arrow_batch_size)
     spark = get_spark(config)
     try:
-        weights = load_weights(weights_path)
+        peer_weights = load_weights(weights_path) if name == "peer" else None
         started = time.perf_counter()
         images = read_images(spark, str(images_dir))
         count = len(images.inputFiles())
         if name == "peer":
-            features = peer_features(images, weights)
+            features = peer_features(images, peer_weights)
         else:
-            backbone = engines.prepare(name, weights, file_sha256(weights_path), Path(cache_dir()) / "models")
+            backbone = engines.prepare(name, weights_path, file_sha256(weights_path), Path(cache_dir()) / "models")
             features = featurize(images, backbone, task_count(spark.sparkContext.defaultParallelism, count))
         features.write.mode("overwrite").parquet(str(output / name))
         seconds = time.perf_counter() - started
@@ -139,9 +140,9 @@ def _ceiling_worker(args: tuple[bytes, int, int]) -> float:
 def onnx_ceiling(weights_path: Path, images: int) -> dict:
     from fruits import engines
     from fruits.config import cache_dir
-    from fruits.features import file_sha256, load_weights
+    from fruits.features import file_sha256
 
-    model = engines.onnx_model(load_weights(weights_path), file_sha256(weights_path), Path(cache_dir()) / "models")
+    model = engines.onnx_model(weights_path, file_sha256(weights_path), Path(cache_dir()) / "models")
     cores = os.cpu_count() or 1
     with ProcessPoolExecutor(cores) as pool:
         rates = list(pool.map(_ceiling_worker, [(model.read_bytes(), images // cores, 64)] * cores))

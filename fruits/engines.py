@@ -39,6 +39,16 @@ def build_keras_model(weights: list[np.ndarray] | None = None):
     return model
 
 
+def load_weights(path: Path) -> list[np.ndarray]:
+    """Read a Keras MobileNetV2 no-top weights file into a list of arrays."""
+    model = build_keras_model()
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:
+        raise ConfigError(f"{path} is not MobileNetV2 no-top Keras weights: {exc}") from exc
+    return model.get_weights()
+
+
 @dataclass(frozen=True)
 class Backbone:
     """What the driver broadcasts: the engine, a cache key, and its payload."""
@@ -56,12 +66,13 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def onnx_model(weights: list[np.ndarray], weights_sha256: str, cache_dir: Path) -> Path:
-    """The Keras model exported to ONNX (tf2onnx), converted once per weights file."""
+def onnx_model(weights_path: Path, weights_sha256: str, cache_dir: Path) -> Path:
+    """The Keras model exported to ONNX (tf2onnx), converted once per weights file;
+    a cached conversion needs neither Keras nor TensorFlow."""
     path = cache_dir / f"mobilenet_v2-{weights_sha256[:16]}-{IMAGE_SIZE[0]}-fp32.onnx"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        model = build_keras_model(weights)
+        model = build_keras_model(load_weights(weights_path))
         model.predict_on_batch(np.zeros((1, *IMAGE_SIZE, 3), np.float32))  # export needs a called model
         partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
         model.export(str(partial), format="onnx", verbose=False)
@@ -69,13 +80,13 @@ def onnx_model(weights: list[np.ndarray], weights_sha256: str, cache_dir: Path) 
     return path
 
 
-def prepare(engine: str, weights: list[np.ndarray], weights_sha256: str, cache_dir: Path) -> Backbone:
+def prepare(engine: str, weights_path: Path, weights_sha256: str, cache_dir: Path) -> Backbone:
     if engine == "keras":
-        return Backbone("keras", f"keras-{weights_sha256}", weights, {"keras": _version("keras")})
+        return Backbone("keras", f"keras-{weights_sha256}", load_weights(weights_path), {"keras": _version("keras")})
     if engine == "onnx":
         if not importlib.util.find_spec("onnxruntime"):
             raise ConfigError("--engine onnx needs onnxruntime (pip install onnxruntime), or use --engine keras")
-        payload = onnx_model(weights, weights_sha256, cache_dir).read_bytes()
+        payload = onnx_model(weights_path, weights_sha256, cache_dir).read_bytes()
         versions = {name: _version(name) for name in ("onnxruntime", "tf2onnx", "onnx", "keras")}
         return Backbone("onnx", f"onnx-{weights_sha256}", payload, versions)
     raise ConfigError(f"unknown engine {engine!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -45,6 +46,9 @@ _worker_predictors: dict[str, Predict] = {}
 def resolve_weights(weights: str) -> Path:
     """'imagenet' -> Keras' cached download (fetched once); else a local .h5 file."""
     if weights == "imagenet":
+        cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / KERAS_WEIGHTS_FILE
+        if cached.is_file():  # found without importing TensorFlow
+            return cached
         keras = engines.import_keras()
         try:
             return Path(keras.utils.get_file(KERAS_WEIGHTS_FILE, KERAS_WEIGHTS_URL, cache_subdir="models"))
@@ -65,16 +69,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def load_weights(path: Path) -> list[np.ndarray]:
-    """Read a Keras MobileNetV2 no-top weights file into a list of arrays."""
-    model = engines.build_keras_model()
-    try:
-        model.load_weights(str(path))
-    except Exception as exc:
-        raise ConfigError(f"{path} is not MobileNetV2 no-top Keras weights: {exc}") from exc
-    return model.get_weights()
 
 
 def describe_error(content: bytes, exc: Exception) -> str:

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 import fruits
 from fruits import engines, output
 from fruits.config import Config, ConfigError, cache_dir, to_uri
-from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, load_weights, resolve_weights, task_count
+from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, resolve_weights, task_count
 from fruits.images import limit_per_class, read_images
 from fruits.pca import fit_pca, project, variance_csv
 
@@ -70,7 +70,7 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
     if input_files == 0:
         raise ConfigError(f"no .jpg/.jpeg/.png images found under {config.input}")
     weights_sha256 = file_sha256(weights_path)
-    backbone = engines.prepare(config.engine, load_weights(weights_path), weights_sha256, Path(cache_dir()) / "models")
+    backbone = engines.prepare(config.engine, weights_path, weights_sha256, Path(cache_dir()) / "models")
     if config.mode == "error" and output.exists(spark, root):
         raise ConfigError(f"output already exists: {config.output} (use --mode overwrite to replace its results)")
     _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)

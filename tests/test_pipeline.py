@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fruits import engines
-from fruits.features import FEATURE_DIM, featurize_contents, file_sha256, load_weights, task_count
+from fruits.features import FEATURE_DIM, featurize_contents, file_sha256, task_count
 from fruits.output import literal_path
 from fruits.pca import load_model, project
 from fruits.probe import linear_probe
@@ -128,7 +128,7 @@ def test_a_corrupt_file_among_good_ones_becomes_exactly_one_error_row(spark, wei
 
 @pytest.mark.parametrize("engine", ["onnx", "keras"])
 def test_undecodable_bytes_get_specific_errors_next_to_good_features(weights, tmp_path, engine):
-    backbone = engines.prepare(engine, load_weights(weights), file_sha256(weights), tmp_path)
+    backbone = engines.prepare(engine, weights, file_sha256(weights), tmp_path)
     predict = engines.predictor(engine, backbone.payload, threads=1)
     good = SAMPLE_FILES[0].read_bytes()
     result = featurize_contents(predict, [good, b"", b"plain text", good], batch_size=3)
@@ -143,7 +143,7 @@ def test_onnx_features_equal_keras_features_on_real_images(weights, real_subset,
     contents = [path.read_bytes() for path in sorted(real_subset.rglob("*.jpg"))[::20]]
     features = {}
     for engine in ("keras", "onnx"):
-        backbone = engines.prepare(engine, load_weights(weights), file_sha256(weights), real_subset.parent / "models")
+        backbone = engines.prepare(engine, weights, file_sha256(weights), real_subset.parent / "models")
         result = featurize_contents(engines.predictor(engine, backbone.payload, threads=2), contents, batch_size=32)
         features[engine] = np.stack(result["features"])
     keras_features, onnx_features = features["keras"], features["onnx"]
