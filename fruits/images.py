@@ -82,6 +82,8 @@ def decode(content: bytes) -> np.ndarray:
             return np.asarray(upright.convert("RGB").resize(IMAGE_SIZE, Image.BILINEAR), dtype=np.uint8)
 
 
-def preprocess(batch: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> float32 in [-1, 1], as keras' mobilenet_v2.preprocess_input."""
-    return batch.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+def preprocess(batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 RGB -> float32 in [-1, 1], as keras' mobilenet_v2.preprocess_input
+    (into ``out`` when given, to reuse a buffer)."""
+    out = np.divide(batch, np.float32(127.5), out=out, dtype=np.float32)
+    return np.subtract(out, np.float32(1.0), out=out)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fruits import engines
-from fruits.features import FEATURE_DIM, featurize_contents, file_sha256, task_count
+from fruits.features import FEATURE_DIM, BatchBuffers, featurize_contents, file_sha256, task_count
 from fruits.output import literal_path
 from fruits.pca import load_model, project
 from fruits.probe import linear_probe
@@ -131,7 +131,7 @@ def test_undecodable_bytes_get_specific_errors_next_to_good_features(weights, tm
     backbone = engines.prepare(engine, weights, file_sha256(weights), tmp_path)
     predict = engines.predictor(engine, backbone.payload, threads=1)
     good = SAMPLE_FILES[0].read_bytes()
-    result = featurize_contents(predict, [good, b"", b"plain text", good], batch_size=3)
+    result = featurize_contents(predict, [good, b"", b"plain text", good], BatchBuffers(3))
     assert list(result["error"]) == [None, "empty file", "not a recognized image format", None]
     assert result["features"][0].shape == (FEATURE_DIM,)
     assert result["features"][1] is None
@@ -144,7 +144,7 @@ def test_onnx_features_equal_keras_features_on_real_images(weights, real_subset,
     features = {}
     for engine in ("keras", "onnx"):
         backbone = engines.prepare(engine, weights, file_sha256(weights), real_subset.parent / "models")
-        result = featurize_contents(engines.predictor(engine, backbone.payload, threads=2), contents, batch_size=32)
+        result = featurize_contents(engines.predictor(engine, backbone.payload, threads=2), contents, BatchBuffers(32))
         features[engine] = np.stack(result["features"])
     keras_features, onnx_features = features["keras"], features["onnx"]
     cosine = (keras_features * onnx_features).sum(1) / (
