@@ -63,6 +63,8 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
     weights_path = resolve_weights(config.weights)
     if not output.exists(spark, source):
         raise ConfigError(f"input not found: {config.input}")
+    if config.mode == "error" and output.exists(spark, root):
+        raise ConfigError(f"output already exists: {config.output} (use --mode overwrite to replace its results)")
     images = read_images(spark, source)
     input_files = len(images.inputFiles())
     if config.limit_per_class and input_files:
@@ -71,8 +73,6 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         raise ConfigError(f"no .jpg/.jpeg/.png images found under {config.input}")
     weights_sha256 = file_sha256(weights_path)
     backbone = engines.prepare(config.engine, weights_path, weights_sha256, Path(cache_dir()) / "models")
-    if config.mode == "error" and output.exists(spark, root):
-        raise ConfigError(f"output already exists: {config.output} (use --mode overwrite to replace its results)")
     _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
 
     started = time.perf_counter()
