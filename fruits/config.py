@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 from dataclasses import dataclass, field
+from importlib import metadata
 
 MODES = ("error", "overwrite")
 ENGINES = ("onnx", "keras")
@@ -30,6 +31,13 @@ def cache_dir() -> str:
 def default_event_log_dir() -> str:
     """Spark event logs of local runs, for the History Server."""
     return os.path.join(cache_dir(), "spark-events")
+
+
+def package_version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def default_engine() -> str:

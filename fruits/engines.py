@@ -12,12 +12,11 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from fruits.config import ConfigError
+from fruits.config import ConfigError, package_version
 from fruits.images import IMAGE_SIZE
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -59,13 +58,6 @@ class Backbone:
     versions: dict[str, str]
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def onnx_model(weights_path: Path, weights_sha256: str, cache_dir: Path) -> Path:
     """The Keras model exported to ONNX (tf2onnx), converted once per weights file;
     a cached conversion needs neither Keras nor TensorFlow."""
@@ -82,12 +74,14 @@ def onnx_model(weights_path: Path, weights_sha256: str, cache_dir: Path) -> Path
 
 def prepare(engine: str, weights_path: Path, weights_sha256: str, cache_dir: Path) -> Backbone:
     if engine == "keras":
-        return Backbone("keras", f"keras-{weights_sha256}", load_weights(weights_path), {"keras": _version("keras")})
+        return Backbone(
+            "keras", f"keras-{weights_sha256}", load_weights(weights_path), {"keras": package_version("keras")}
+        )
     if engine == "onnx":
         if not importlib.util.find_spec("onnxruntime"):
             raise ConfigError("--engine onnx needs onnxruntime (pip install onnxruntime), or use --engine keras")
         payload = onnx_model(weights_path, weights_sha256, cache_dir).read_bytes()
-        versions = {name: _version(name) for name in ("onnxruntime", "tf2onnx", "onnx", "keras")}
+        versions = {name: package_version(name) for name in ("onnxruntime", "tf2onnx", "onnx", "keras")}
         return Backbone("onnx", f"onnx-{weights_sha256}", payload, versions)
     raise ConfigError(f"unknown engine {engine!r}")
 

@@ -73,7 +73,8 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         raise ConfigError(f"no .jpg/.jpeg/.png images found under {config.input}")
     weights_sha256 = file_sha256(weights_path)
     backbone = engines.prepare(config.engine, weights_path, weights_sha256, Path(cache_dir()) / "models")
-    _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
+    if config.mode == "overwrite":
+        _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
 
     started = time.perf_counter()
     tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, input_files)

@@ -6,12 +6,11 @@ import os
 import platform
 import shutil
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from fruits.config import Config, ConfigError, to_uri
+from fruits.config import Config, ConfigError, package_version, to_uri
 
 
 def runtime_conf(config: Config) -> dict[str, str]:
@@ -74,18 +73,11 @@ def history_server_command(event_log_dir: str) -> str:
 
 def environment(spark: SparkSession) -> dict[str, str]:
     """Versions and resources a run depends on, for notebooks and bug reports."""
-
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
     return {
         "python": platform.python_version(),
         "java": spark.sparkContext._jvm.System.getProperty("java.version"),
         "spark": spark.version,
-        **{name: version(name) for name in ("pyspark", "tensorflow-cpu", "keras", "onnxruntime", "pillow")},
+        **{name: package_version(name) for name in ("pyspark", "tensorflow-cpu", "keras", "onnxruntime", "pillow")},
         "cores": str(os.cpu_count()),
         "spark master": spark.sparkContext.master,
         "default parallelism": str(spark.sparkContext.defaultParallelism),

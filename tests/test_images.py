@@ -83,3 +83,11 @@ def test_inventory_counts_images_per_class_and_split(spark):
     table = inventory(read_images(spark, str(SAMPLE)))
     assert list(table.index) == ["Synthetic Apple 1", "Synthetic Banana 1", "Synthetic Grape"]
     assert table.to_dict(orient="list") == {"Test": [4, 4, 4], "Training": [8, 8, 8]}
+
+
+def test_decode_refuses_images_larger_than_the_bomb_guard(monkeypatch):
+    big = io.BytesIO()
+    Image.new("RGB", (200, 100), "red").save(big, format="PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    with pytest.raises(ValueError, match=r"image too large: 200x100 pixels"):
+        decode(big.getvalue())
