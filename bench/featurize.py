@@ -9,9 +9,16 @@ per configuration):
 * peer: the public peers' pattern: Keras `model.predict` in a Scalar Iterator
   pandas UDF, the model rebuilt per iterator from broadcast weights, default
   partitioning and Arrow batches;
-* keras, onnx: this project's engines (`fruits.features.featurize`);
-* ceiling: ONNX Runtime alone on already-preprocessed tensors, one
-  single-threaded process per core (the most the onnx engine could reach).
+* keras, onnx: this project's engines (`fruits.features.featurize`), fp32;
+* int8: the onnx engine with `--precision int8`, calibrated on a sample of
+  the same images;
+* ceiling_onnx, ceiling_int8: ONNX Runtime alone on already-preprocessed
+  tensors, one single-threaded process per core (the most the engine could
+  reach).
+
+Each configuration runs twice: cold (fresh session and Python workers; model
+conversion or quantization, cached on disk, is done before and reported as
+prepare_s) and warm (the same job again on the reused workers).
 
 Also: cold start (`fruits featurize` on data_sample/, command to exit) and
 the machine's load average. Images come from FRUITS_DATA (default
@@ -91,33 +98,62 @@ def peer_features(images, weights):
     return images.select("path", featurize_udf("content").alias("features"))
 
 
-def run_pipeline(name: str, images_dir: Path, output: Path, weights_path: Path) -> dict:
+def prepare_backbone(name: str, images_dir: Path, weights_path: Path):
+    """fp32 or int8 (calibrated on a sample of the benchmark's own images)."""
     from fruits import engines
-    from fruits.config import Config, cache_dir
+    from fruits.config import cache_dir
+    from fruits.features import file_sha256
+    from fruits.images import sample_contents
+    from fruits.pipeline import CALIBRATION_IMAGES
+
+    engine, precision = ("onnx", "int8") if name == "int8" else (name, "fp32")
+    calibration = ()
+    if precision == "int8":
+        from fruits.images import read_images
+        from fruits.session import get_spark
+
+        calibration = sample_contents(read_images(get_spark(), str(images_dir)), CALIBRATION_IMAGES)
+    sha256 = file_sha256(weights_path)
+    return engines.prepare(
+        engine, weights_path, sha256, Path(cache_dir()) / "models", precision=precision, calibration=calibration
+    )
+
+
+def run_pipeline(name: str, images_dir: Path, output: Path, weights_path: Path) -> dict:
+    """Cold (fresh session and Python workers, the whole job) then warm (the same
+    job again on the reused workers, whose model is already built)."""
+    from fruits.config import Config
     from fruits.engines import load_weights
-    from fruits.features import featurize, file_sha256, task_count
+    from fruits.features import featurize, task_count
     from fruits.images import read_images
     from fruits.session import get_spark
 
     config = Config(master="local[*]", arrow_batch_size=10_000 if name == "peer" else Config().arrow_batch_size)
     spark = get_spark(config)
     try:
-        peer_weights = load_weights(weights_path) if name == "peer" else None
         started = time.perf_counter()
-        images = read_images(spark, str(images_dir))
-        count = len(images.inputFiles())
-        if name == "peer":
-            features = peer_features(images, peer_weights)
-        else:
-            backbone = engines.prepare(name, weights_path, file_sha256(weights_path), Path(cache_dir()) / "models")
-            features = featurize(images, backbone, task_count(spark.sparkContext.defaultParallelism, count))
-        features.write.mode("overwrite").parquet(str(output / name))
-        seconds = time.perf_counter() - started
+        peer_weights = load_weights(weights_path) if name == "peer" else None
+        backbone = None if name == "peer" else prepare_backbone(name, images_dir, weights_path)
+        prepare_s = time.perf_counter() - started
+        timings = []
+        for attempt in ("cold", "warm"):
+            started = time.perf_counter()
+            images = read_images(spark, str(images_dir))
+            count = len(images.inputFiles())
+            if name == "peer":
+                features = peer_features(images, peer_weights)
+            else:
+                features = featurize(images, backbone, task_count(spark.sparkContext.defaultParallelism, count))
+            features.write.mode("overwrite").parquet(str(output / f"{name}-{attempt}"))
+            timings.append(time.perf_counter() - started)
+        cold, warm = timings
         return {
             "name": name,
             "images": count,
-            "seconds": round(seconds, 2),
-            "img_per_s": round(count / seconds, 1),
+            "prepare_s": round(prepare_s, 2),
+            "cold_s": round(cold, 2),
+            "img_per_s": round(count / cold, 1),
+            "warm_img_per_s": round(count / warm, 1),
             "peak_worker_rss_mb": worker_peak_rss_mb(),
         }
     finally:
@@ -137,16 +173,12 @@ def _ceiling_worker(args: tuple[bytes, int, int]) -> float:
     return math.ceil(images / batch_size) * batch_size / (time.perf_counter() - started)
 
 
-def onnx_ceiling(weights_path: Path, images: int) -> dict:
-    from fruits import engines
-    from fruits.config import cache_dir
-    from fruits.features import file_sha256
-
-    model = engines.onnx_model(weights_path, file_sha256(weights_path), Path(cache_dir()) / "models")
+def onnx_ceiling(name: str, model: bytes, images: int) -> dict:
+    """Inference alone on preprocessed tensors: one single-threaded process per core."""
     cores = os.cpu_count() or 1
     with ProcessPoolExecutor(cores) as pool:
-        rates = list(pool.map(_ceiling_worker, [(model.read_bytes(), images // cores, 64)] * cores))
-    return {"name": "ceiling", "images": images, "img_per_s": round(sum(rates), 1)}
+        rates = list(pool.map(_ceiling_worker, [(model, images // cores, 64)] * cores))
+    return {"name": name, "images": images, "img_per_s": round(sum(rates), 1)}
 
 
 def cold_start(weights_path: Path) -> float:
@@ -175,7 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--weights", default=WEIGHTS)
-    parser.add_argument("--configs", default="peer,keras,onnx", help="comma-separated pipeline configurations")
+    parser.add_argument("--configs", default="peer,keras,onnx,int8", help="comma-separated pipeline configurations")
     args = parser.parse_args()
     weights_path = Path(args.weights)
     load_before = os.getloadavg()
@@ -184,15 +216,21 @@ def main() -> None:
         results = [
             run_pipeline(name, images_dir, Path(scratch) / "out", weights_path) for name in args.configs.split(",")
         ]
-    ceiling = onnx_ceiling(weights_path, args.images)
+        ceilings = {
+            name: onnx_ceiling(f"ceiling_{name}", prepare_backbone(name, images_dir, weights_path).payload, args.images)
+            for name in ("onnx", "int8")
+        }
     by_name = {r["name"]: r for r in results}
     for result in results:
         if "peer" in by_name:
             result["ratio_to_peer"] = round(result["img_per_s"] / by_name["peer"]["img_per_s"], 2)
-        result["ratio_to_ceiling"] = round(result["img_per_s"] / ceiling["img_per_s"], 3)
+        if "onnx" in by_name:
+            result["warm_ratio_to_onnx"] = round(result["warm_img_per_s"] / by_name["onnx"]["warm_img_per_s"], 2)
+        ceiling = ceilings["int8" if result["name"] == "int8" else "onnx"]
+        result["warm_ratio_to_ceiling"] = round(result["warm_img_per_s"] / ceiling["img_per_s"], 3)
     report = {
         "machine": {"cores": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()},
-        "results": [*results, ceiling],
+        "results": [*results, *ceilings.values()],
         "cold_start_s": cold_start(weights_path),
     }
     print(json.dumps(report, indent=2))

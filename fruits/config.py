@@ -11,6 +11,7 @@ from importlib import metadata
 
 MODES = ("error", "overwrite")
 ENGINES = ("onnx", "keras")
+PRECISIONS = ("fp32", "int8")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^file:")
 
 
@@ -53,6 +54,7 @@ class Config:
     output: str | None = None
     weights: str = field(default_factory=default_weights)
     engine: str = field(default_factory=default_engine)
+    precision: str = "fp32"
     master: str | None = None
     mode: str = "error"
     pca_k: int | None = None
@@ -71,6 +73,10 @@ class Config:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "int8" and self.engine != "onnx":
+            raise ConfigError("--precision int8 needs --engine onnx")
         if not 0.0 < self.pca_variance <= 1.0:
             raise ConfigError(f"--pca-variance must be in (0, 1], got {self.pca_variance}")
         if self.pca_k is not None and self.pca_k < 1:

@@ -61,6 +61,13 @@ def limit_per_class(images: DataFrame, limit: int) -> tuple[DataFrame, int]:
     return images.where(F.col("path").isin(chosen)), len(chosen)
 
 
+def sample_contents(images: DataFrame, count: int) -> list[bytes]:
+    """The bytes of ``count`` images spread over the input, chosen by a hash of
+    their paths: the same input always gives the same sample."""
+    chosen = [row["path"] for row in images.select("path").orderBy(F.xxhash64("path"), "path").limit(count).collect()]
+    return [row["content"] for row in images.where(F.col("path").isin(chosen)).select("content").collect()]
+
+
 def inventory(images: DataFrame) -> pd.DataFrame:
     """Images per class and split (a small table, for looking at a data set)."""
     counts = images.groupBy("label", "split").count().toPandas()

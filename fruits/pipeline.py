@@ -19,7 +19,7 @@ import fruits
 from fruits import engines, output
 from fruits.config import Config, ConfigError, cache_dir, to_uri
 from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, resolve_weights, task_count
-from fruits.images import limit_per_class, read_images
+from fruits.images import limit_per_class, read_images, sample_contents
 from fruits.pca import fit_pca, project, variance_csv
 
 FEATURES = "features"
@@ -28,6 +28,7 @@ PCA_MODEL = "pca_model"
 VARIANCE_CSV = "explained_variance.csv"
 PCA_CSV = "pca_csv"
 FEATURIZE_OUTPUTS = (FEATURES, output.MANIFEST)
+CALIBRATION_IMAGES = 256  # int8 calibration sample, spread over the input
 PCA_OUTPUTS = (PCA, PCA_MODEL, VARIANCE_CSV, PCA_CSV)
 
 
@@ -72,7 +73,15 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
     if input_files == 0:
         raise ConfigError(f"no .jpg/.jpeg/.png images found under {config.input}")
     weights_sha256 = file_sha256(weights_path)
-    backbone = engines.prepare(config.engine, weights_path, weights_sha256, Path(cache_dir()) / "models")
+    calibration = sample_contents(images, CALIBRATION_IMAGES) if config.precision == "int8" else ()
+    backbone = engines.prepare(
+        config.engine,
+        weights_path,
+        weights_sha256,
+        Path(cache_dir()) / "models",
+        precision=config.precision,
+        calibration=calibration,
+    )
     if config.mode == "overwrite":
         _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
 
@@ -98,6 +107,8 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         weights_sha256=weights_sha256,
         engine=backbone.engine,
         engine_versions=backbone.versions,
+        precision=backbone.precision,
+        calibration=backbone.calibration,
         images_per_second=round(input_files / seconds, 2),
     )
     manifest["seconds"]["featurize"] = round(seconds, 2)

@@ -23,6 +23,9 @@ WEIGHTS = Path(
 # 20 Fruits-360 classes: every 7th, so near-identical varieties don't dominate.
 REAL_CLASSES_STEP = 7
 REAL_CLASSES = 20
+# The int8 accuracy guard: every 3rd class (47 classes, 940 test images, so one
+# image is 0.1 point; on 400 test images one borderline image is 0.25).
+GUARD_CLASSES_STEP = 3
 
 
 def require(path: Path, what: str) -> Path:
@@ -53,13 +56,23 @@ def weights() -> Path:
     return require(WEIGHTS, "MobileNetV2 weights")
 
 
-@pytest.fixture(scope="session")
-def real_subset(tmp_path_factory) -> Path:
-    """A copy of 20 real classes (Training 60 + Test 20 each = 1,600 images)."""
+def copy_classes(target: Path, step: int, count: int | None = None) -> Path:
+    """Copy every ``step``-th real class (Training 60 + Test 20 images each)."""
     data = require(DATA, "Fruits-360 data")
-    classes = sorted(p.name for p in (data / "Training").iterdir())[::REAL_CLASSES_STEP][:REAL_CLASSES]
-    target = tmp_path_factory.mktemp("fruits360-subset")
+    classes = sorted(p.name for p in (data / "Training").iterdir())[::step][:count]
     for split in ("Training", "Test"):
         for name in classes:
             shutil.copytree(data / split / name, target / split / name)
     return target
+
+
+@pytest.fixture(scope="session")
+def real_subset(tmp_path_factory) -> Path:
+    """A copy of 20 real classes (1,600 images)."""
+    return copy_classes(tmp_path_factory.mktemp("fruits360-subset"), REAL_CLASSES_STEP, REAL_CLASSES)
+
+
+@pytest.fixture(scope="session")
+def guard_subset(tmp_path_factory) -> Path:
+    """A copy of 47 real classes (3,760 images)."""
+    return copy_classes(tmp_path_factory.mktemp("fruits360-guard"), GUARD_CLASSES_STEP)

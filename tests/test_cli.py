@@ -47,6 +47,8 @@ def test_every_command_has_help(capsys, command):
         (["--pca-k", "0"], "must be >= 1"),
         (["--mode", "append"], "invalid choice"),
         (["--engine", "tensorrt"], "invalid choice"),
+        (["--precision", "fp16"], "invalid choice"),
+        (["--engine", "keras", "--precision", "int8"], "--precision int8 needs --engine onnx"),
         (["--pca-k", "3", "--pca-variance", "0.9"], "not allowed with"),
     ],
 )

@@ -203,6 +203,29 @@ def test_linear_probe_on_pca_features_beats_95_percent(spark, real_run):
     assert result.accuracy >= 0.95
 
 
+@pytest.mark.slow
+def test_int8_keeps_linear_probe_accuracy_within_half_a_point_of_fp32(spark, weights, guard_subset, tmp_path):
+    accuracy, manifests = {}, {}
+    for precision in ("fp32", "int8"):
+        out = tmp_path / precision
+        args = ("--input", guard_subset, "--output", out, "--weights", weights, "--precision", precision)
+        assert main_run("run", *args) == 0
+        manifests[precision] = manifest_of(out)
+        accuracy[precision] = linear_probe(read(spark, out / "pca")).accuracy
+    print(f"linear probe on 47 classes: fp32 {accuracy['fp32']:.4f}, int8 {accuracy['int8']:.4f}")
+    assert (manifests["fp32"]["precision"], manifests["fp32"]["calibration"]) == ("fp32", None)
+    int8 = manifests["int8"]
+    assert (int8["precision"], int8["calibration"]["images"], int8["featurized"]) == ("int8", 256, 3760)
+    assert accuracy["fp32"] >= 0.95
+    assert accuracy["int8"] >= accuracy["fp32"] - 0.005
+
+
+def test_int8_calibration_sample_is_identified_by_content_not_order():
+    images = [b"a", b"b", b"c"]
+    assert engines.calibration_digest(images) == engines.calibration_digest(images[::-1])
+    assert engines.calibration_digest(images) != engines.calibration_digest(images[:2])
+
+
 @pytest.mark.parametrize(("cores", "images", "tasks"), [(2, 36, 8), (2, 11280, 23), (64, 11280, 256)])
 def test_task_count_keeps_cores_busy_and_tasks_bounded(cores, images, tasks):
     assert task_count(cores, images) == tasks
