@@ -1,4 +1,4 @@
-"""`fruits` command line: run, featurize, pca."""
+"""`fruits` command line: run, featurize, pca (Spark); s3 and emr (AWS)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 import traceback
 
+from fruits import s3
 from fruits.config import ENGINES, MODES, PRECISIONS, Config, ConfigError
 
 EXIT_USAGE = 2
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="error: refuse existing results; overwrite: replace them (default: %(default)s)",
         )
         _spark_options(sub)
+    s3.add_commands(commands)
     return parser
 
 
@@ -165,7 +167,10 @@ def summary(manifest: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    label = " ".join(filter(None, (args.command, getattr(args, "action", None))))
     try:
+        if hasattr(args, "handler"):  # s3 and emr commands print their own results
+            return args.handler(args)
         config = config_from_args(args)
         from fruits import pipeline
         from fruits.session import get_spark
@@ -176,14 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"fruits {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"fruits {label}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(
-            f"fruits {args.command}: failed: {type(exc).__name__}: {message} (rerun with --debug for details)",
+            f"fruits {label}: failed: {type(exc).__name__}: {message} (rerun with --debug for details)",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -44,6 +44,36 @@ def private_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto's server on 127.0.0.1: the real AWS API over HTTP, with fake credentials
+    and a pinned region so no test can reach or bill real AWS."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    fake = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_REGION": "eu-west-1",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }
+    saved = {key: os.environ.get(key) for key in (*fake, "AWS_PROFILE", "AWS_ENDPOINT_URL")}
+    os.environ.update(fake)
+    os.environ.pop("AWS_PROFILE", None)
+    endpoint = f"http://{host}:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     events = tmp_path_factory.mktemp("spark-events")
     session = get_spark(Config(master="local[2]", driver_memory="2g", event_log_dir=str(events)))

@@ -1,0 +1,132 @@
+"""`fruits s3 ...` against moto's server, through boto3 and the CLI."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from fruits import s3
+from fruits.aws import AwsTarget
+from tests.test_cli import assert_usage_error, run_cli
+
+
+@pytest.fixture
+def bucket(moto_endpoint, request) -> str:
+    return f"fruits-{request.node.name.lower().replace('_', '-')[:40]}"
+
+
+def s3_client(endpoint):
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+def test_init_creates_a_private_encrypted_bucket_with_the_layout(moto_endpoint, bucket, capsys):
+    code, out, _ = run_cli(capsys, "s3", "init", "--bucket", bucket, "--endpoint-url", moto_endpoint)
+    assert code == 0
+    assert f"created bucket s3://{bucket} in eu-west-1" in out
+    client = s3_client(moto_endpoint)
+    assert client.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == s3.BLOCK_PUBLIC_ACCESS
+    rule = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert client.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "eu-west-1"
+    keys = {item["Key"] for item in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert keys == set(s3.LAYOUT)
+
+
+def test_init_twice_changes_nothing(moto_endpoint, bucket, capsys):
+    assert run_cli(capsys, "s3", "init", "--bucket", bucket)[0] == 0
+    code, out, _ = run_cli(capsys, "s3", "init", "--bucket", bucket)
+    assert code == 0
+    assert out.strip() == f"s3://{bucket} already set up: nothing changed"
+
+
+def test_init_with_a_kms_key_uses_sse_kms(moto_endpoint, bucket):
+    changes = s3.init_bucket(bucket, AwsTarget(), kms_key="alias/fruits")
+    assert "default encryption aws:kms" in changes
+    rule = s3_client(moto_endpoint).get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    assert rule["Rules"][0]["ApplyServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": "alias/fruits",
+    }
+
+
+def make_images(folder, count: int) -> list:
+    paths = []
+    for i in range(count):
+        path = folder / "Training" / f"Class {i % 3}" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes([i]) * (100 + i))
+        paths.append(path)
+    return paths
+
+
+def test_upload_skips_objects_already_there_and_resumes(moto_endpoint, bucket, tmp_path, capsys):
+    s3.init_bucket(bucket, AwsTarget())
+    local = tmp_path / "images"
+    paths = make_images(local, 9)
+    uri = f"s3://{bucket}/raw/demo/"
+    client = s3_client(moto_endpoint)
+    # An interrupted upload: 4 of 9 files made it, one of them only partly (wrong size).
+    for path in paths[:4]:
+        client.put_object(Bucket=bucket, Key=f"raw/demo/{path.relative_to(local).as_posix()}", Body=path.read_bytes())
+    client.put_object(Bucket=bucket, Key=f"raw/demo/{paths[3].relative_to(local).as_posix()}", Body=b"cut")
+
+    code, out, _ = run_cli(capsys, "s3", "upload", local, uri, "--quiet")
+    assert code == 0
+    assert "uploaded 6 files" in out
+    assert "skipped 3 already there" in out
+    listed = {
+        item["Key"]: item["Size"] for item in client.list_objects_v2(Bucket=bucket, Prefix="raw/demo/")["Contents"]
+    }
+    assert listed == {f"raw/demo/{p.relative_to(local).as_posix()}": p.stat().st_size for p in paths}
+
+    code, out, _ = run_cli(capsys, "s3", "upload", local, uri, "--quiet")
+    assert (code, out.split(",")[0]) == (0, "uploaded 0 files (0.0 MB)")
+
+
+def test_upload_replaces_an_object_of_the_same_size_but_other_content(moto_endpoint, bucket, tmp_path):
+    s3.init_bucket(bucket, AwsTarget())
+    local = tmp_path / "images"
+    (path,) = make_images(local, 1)
+    key = f"raw/demo/{path.relative_to(local).as_posix()}"
+    client = s3_client(moto_endpoint)
+    client.put_object(Bucket=bucket, Key=key, Body=b"x" * path.stat().st_size)
+    transfer = s3.upload(str(local), f"s3://{bucket}/raw/demo", AwsTarget(), progress=False)
+    assert (transfer.done, transfer.skipped) == (1, 0)
+    assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == path.read_bytes()
+
+
+def test_download_writes_the_prefix_and_skips_what_is_there(moto_endpoint, bucket, tmp_path, capsys):
+    s3.init_bucket(bucket, AwsTarget())
+    local = tmp_path / "images"
+    paths = make_images(local, 5)
+    s3.upload(str(local), f"s3://{bucket}/processed/run-1", AwsTarget(), progress=False)
+    target = tmp_path / "back"
+    code, out, _ = run_cli(capsys, "s3", "download", f"s3://{bucket}/processed/run-1/", target, "--quiet")
+    assert (code, out.split(",")[0]) == (0, f"downloaded 5 files ({sum(p.stat().st_size for p in paths) / 1e6:.1f} MB)")
+    for path in paths:
+        assert (target / path.relative_to(local)).read_bytes() == path.read_bytes()
+    code, out, _ = run_cli(capsys, "s3", "download", f"s3://{bucket}/processed/run-1/", target, "--quiet")
+    assert "skipped 5 already there" in out
+
+
+def test_unknown_bucket_is_one_line_and_exit_2(moto_endpoint, tmp_path, capsys):
+    make_images(tmp_path / "images", 1)
+    code, _, err = run_cli(capsys, "s3", "upload", tmp_path / "images", "s3://no-such-bucket-here/raw/x/", "--quiet")
+    assert_usage_error(code, err, "bucket or object not found")
+
+
+def test_missing_credentials_are_one_line_and_exit_2(moto_endpoint, bucket, monkeypatch, tmp_path, capsys):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code, _, err = run_cli(capsys, "s3", "init", "--bucket", bucket)
+    assert_usage_error(code, err, "no AWS credentials found")
+
+
+@pytest.mark.parametrize("uri", ["raw/demo", "s3://", "http://bucket/x"])
+def test_a_non_s3_uri_is_refused(tmp_path, capsys, uri):
+    code, _, err = run_cli(capsys, "s3", "download", uri, tmp_path / "x")
+    assert_usage_error(code, err, "s3://")
+    assert not (tmp_path / "x").exists()
