@@ -1,0 +1,249 @@
+"""The EMR bootstrap action, run for real with its local switches (no sudo, no S3)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fruits import __version__
+from tests.conftest import ROOT
+
+SCRIPT = ROOT / "bootstrap" / "install-python-deps.sh"
+# What the wheel build reads; built from a copy so no build/ lands in the shared tree.
+BUILD_INPUTS = ("pyproject.toml", "README.md", "fruits")
+# A first install unpacks TensorFlow & co. on 2 cores; a second one only checks the marker.
+INSTALL_TIMEOUT_S = 1800
+SECOND_RUN_MAX_S = 30
+
+
+def pins() -> dict[str, str]:
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+
+
+def script_env(tmp_path: Path, **switches: str) -> dict[str, str]:
+    env = dict(os.environ)
+    # conftest moves XDG_CACHE_HOME to a temp dir: keep pip on the user's download cache.
+    env["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR") or str(Path(os.environ["HOME"]) / ".cache" / "pip")
+    env.update(
+        FRUITS_VENV=str(tmp_path / "venv"),
+        FRUITS_LOG=str(tmp_path / "log" / "bootstrap.log"),
+        FRUITS_SUDO="",
+        FRUITS_PYTHON=sys.executable,
+        TMPDIR=str(tmp_path),
+    )
+    env.update(switches)
+    return env
+
+
+def run_script(env: dict[str, str], *args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run it as EMR does (executable, own shebang), with a umask that hides files from other users."""
+    start = time.monotonic()
+    result = subprocess.run(
+        [SCRIPT, *args],
+        env=env,
+        cwd=cwd,
+        umask=0o077,
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT_S,
+        check=False,
+    )
+    return result, time.monotonic() - start
+
+
+def code_folder(path: Path, requirements: str | None = "pyspark==3.5.8\n", wheels: int = 1) -> Path:
+    path.mkdir()
+    if requirements is not None:
+        (path / "requirements.txt").write_text(requirements)
+    for index in range(wheels):
+        (path / f"fruits-0.0.{index}-py3-none-any.whl").write_bytes(b"not a real wheel")
+    return path
+
+
+@pytest.fixture(scope="module")
+def code(tmp_path_factory) -> Path:
+    """What `fruits emr up` puts under s3://BUCKET/code/: the project's wheel and requirements.txt."""
+    source = tmp_path_factory.mktemp("source")
+    for name in BUILD_INPUTS:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    code = tmp_path_factory.mktemp("code")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", code, source],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert [p.name for p in code.glob("fruits-*.whl")] == [f"fruits-{__version__}-py3-none-any.whl"]
+    shutil.copy2(ROOT / "requirements.txt", code / "requirements.txt")
+    return code
+
+
+def test_bootstrap_script_passes_shellcheck():
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        message = "shellcheck not installed (apt-get install shellcheck)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    result = subprocess.run([shellcheck, SCRIPT], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.slow
+def test_bootstrap_installs_the_venv_once_then_does_nothing(tmp_path, code):
+    env = script_env(tmp_path, FRUITS_CODE_DIR=str(code))
+    venv = tmp_path / "venv"
+    log = tmp_path / "log" / "bootstrap.log"
+
+    first, first_s = run_script(env, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    versions = pins()
+    for line in (
+        f"fruits {__version__}",
+        f"tensorflow {versions['tensorflow-cpu']}",
+        f"onnxruntime {versions['onnxruntime']}",
+        f"pyspark {versions['pyspark']}",
+    ):
+        assert f"  {line}\n" in first.stdout
+    assert f"installed in {venv} (fingerprint " in first.stdout
+    assert first.stdout in log.read_text()
+
+    # The venv's own interpreter imports the installed wheel, not the repo's sources.
+    imported = subprocess.run(
+        [venv / "bin" / "python", "-c", "import fruits, onnxruntime, tensorflow; print(fruits.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    installed = Path(imported.stdout.strip())
+    assert installed.is_relative_to(venv / "lib" / "python3.11" / "site-packages")
+    # YARN containers run as other users: readable and traversable by all despite umask 077.
+    assert installed.stat().st_mode & 0o004
+    assert installed.parent.stat().st_mode & 0o005 == 0o005
+    assert venv.stat().st_mode & 0o005 == 0o005
+    fingerprint = (venv / ".fruits-bootstrap.sha256").read_text().strip()
+    assert len(fingerprint) == 64
+
+    second, second_s = run_script(env, cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"already installed in {venv} (fingerprint {fingerprint}); nothing to do" in second.stdout
+    assert "installing" not in second.stdout
+    assert second_s < SECOND_RUN_MAX_S, f"second run took {second_s:.0f} s (first {first_s:.0f} s)"
+    assert log.read_text() == first.stdout + second.stdout
+
+    # Changed requirements rebuild the venv; a failing pip step stops the run, loudly.
+    changed = code_folder(tmp_path / "changed", requirements="fruits-no-such-package==0.0.0\n")
+    third, _ = run_script(script_env(tmp_path, FRUITS_CODE_DIR=str(changed)), cwd=tmp_path)
+    assert third.returncode != 0
+    assert f"{venv} exists but does not match" in third.stdout
+    assert f"installing {changed}/requirements.txt\n" in third.stdout
+    assert '-r "$REQUIREMENTS"` exited with status 1\n' in third.stdout
+    assert f"bootstrap failed; full log: {log}" in third.stdout
+    assert not (venv / ".fruits-bootstrap.sha256").exists()
+
+
+@pytest.mark.parametrize(
+    ("requirements", "wheels", "message"),
+    [
+        (None, 0, "requirements.txt not found in {code}"),
+        (None, 1, "requirements.txt not found in {code}"),
+        ("pyspark==3.5.8\n", 0, "expected exactly one fruits-*.whl in {code}, found 0"),
+        (
+            "pyspark==3.5.8\n",
+            2,
+            "expected exactly one fruits-*.whl in {code}, found 2: "
+            "fruits-0.0.0-py3-none-any.whl fruits-0.0.1-py3-none-any.whl",
+        ),
+    ],
+)
+def test_missing_code_fails_before_installing_anything(tmp_path, requirements, wheels, message):
+    code = code_folder(tmp_path / "code", requirements, wheels)
+    result, _ = run_script(script_env(tmp_path, FRUITS_CODE_DIR=str(code)), cwd=tmp_path)
+    log = tmp_path / "log" / "bootstrap.log"
+    assert result.returncode == 1
+    assert f"ERROR: {message.format(code=code)}\n" in result.stdout
+    assert f"bootstrap failed; full log: {log}\n" in result.stdout
+    assert log.read_text() == result.stdout
+    assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "usage: "),
+        (("/data/code",), "expected an s3:// prefix holding requirements.txt and fruits-*.whl, got '/data/code'"),
+        (("s3://",), "expected an s3:// prefix"),
+    ],
+)
+def test_without_a_code_folder_it_needs_an_s3_prefix(tmp_path, args, message):
+    result, _ = run_script(script_env(tmp_path), *args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"ERROR: {message}" in result.stdout
+
+
+def test_s3_prefix_is_downloaded_with_the_aws_cli_to_a_temp_dir(tmp_path):
+    """A stand-in `aws` records its arguments and copies a local folder to the destination."""
+    bucket = code_folder(tmp_path / "bucket", wheels=2)
+    calls = tmp_path / "aws-calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    aws = bin_dir / "aws"
+    aws.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nfor last; do :; done\ncp -R {bucket}/. "$last"\n')
+    aws.chmod(0o755)
+    env = script_env(tmp_path, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    work = tmp_path / "work"
+    work.mkdir()
+    env["TMPDIR"] = str(work)
+
+    result, _ = run_script(env, "s3://bucket/code", cwd=tmp_path)
+
+    assert result.returncode == 1
+    [call] = calls.read_text().splitlines()
+    *options, source, destination = call.split()
+    assert options == [
+        "s3",
+        "cp",
+        "--recursive",
+        "--only-show-errors",
+        "--exclude",
+        "*",
+        "--include",
+        "requirements.txt",
+        "--include",
+        "fruits-*.whl",
+    ]
+    assert source == "s3://bucket/code/"
+    assert Path(destination).parent.parent == work
+    assert f"expected exactly one fruits-*.whl in {destination.rstrip('/')}, found 2" in result.stdout
+    assert list(work.iterdir()) == [], "the download's temp dir is removed on exit"
+
+
+def test_a_failing_command_names_its_line_and_the_log(tmp_path):
+    code = code_folder(tmp_path / "code")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    venv = blocker / "venv"
+    env = script_env(tmp_path, FRUITS_CODE_DIR=str(code), FRUITS_VENV=str(venv))
+    result, _ = run_script(env, cwd=tmp_path)
+    log = tmp_path / "log" / "bootstrap.log"
+    assert result.returncode == 1
+    assert f"run: mkdir -p {venv}\n" in result.stdout
+    assert "Not a directory" in result.stdout
+    assert '`"$@"` exited with status 1\n' in result.stdout
+    assert "ERROR:   in as_root, called from ensure_dir at line " in result.stdout
+    assert f"bootstrap failed; full log: {log}\n" in result.stdout
+    assert log.read_text() == result.stdout
