@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -115,6 +117,39 @@ def featurize_contents(predict: Predict, contents: Sequence[bytes], buffers: Bat
     return pd.DataFrame({"features": features, "error": errors})
 
 
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def read_ahead(items: Iterator) -> Iterator:
+    """``items``, with the next one already being read by a thread.
+
+    The JVM writes the next Arrow batch only as the worker reads it, so the
+    worker used to wait ~20% of its time for input (py-spy). Inference releases
+    the GIL: reading the next batch during it hides that wait. A worker exits
+    on any error, so a reader thread never outlives a failed task.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    finished = object()
+
+    def pump() -> None:
+        try:
+            for item in items:
+                handoff.put(item)
+            handoff.put(finished)
+        except BaseException as exc:  # re-raised in the consuming thread
+            handoff.put(_Failed(exc))
+
+    reader = threading.Thread(target=pump, name="fruits-read-ahead", daemon=True)
+    reader.start()
+    while (item := handoff.get()) is not finished:
+        if isinstance(item, _Failed):
+            raise item.error
+        yield item
+    reader.join()
+
+
 def worker_predictor(backbone_key: str, engine: str, broadcast) -> Predict:
     """The predictor for ``backbone_key`` in this Python worker, built on first use only,
     with as many threads as the task has cores (one per task when tasks == cores)."""
@@ -173,7 +208,7 @@ def featurize(images: DataFrame, backbone: engines.Backbone, tasks: int, batch_s
     def mobilenet_features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         predict = worker_predictor(key, engine, broadcast)
         buffers = worker_buffers(batch_size)
-        for contents in batches:
+        for contents in read_ahead(batches):
             yield featurize_contents(predict, contents, buffers)
 
     result = mobilenet_features(F.col("content")).alias("result")

@@ -22,6 +22,12 @@ def runtime_conf(config: Config) -> dict[str, str]:
     }
 
 
+# A local run's JVM shares the cores with the inference workers; the C2 JIT
+# compiler alone took 13 s of CPU in a 35 s run of 2,000 images. C1 only: the
+# featurize stage ran ~20% faster here (JVM work is light: file reads, Arrow).
+LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+
+
 def get_spark(config: Config | None = None) -> SparkSession:
     """Reuse the active session (EMR Studio, JupyterHub, tests) or start one.
 
@@ -41,9 +47,11 @@ def get_spark(config: Config | None = None) -> SparkSession:
             .config("spark.driver.memory", config.driver_memory)
             .config("spark.ui.showConsoleProgress", "true")
         )
-        if master.startswith("local"):  # clusters (EMR) keep their own event logs
-            builder = builder.config("spark.eventLog.enabled", "true").config(
-                "spark.eventLog.dir", _event_log_uri(config.event_log_dir)
+        if master.startswith("local"):  # clusters (EMR) keep their own event logs and JVM options
+            builder = (
+                builder.config("spark.eventLog.enabled", "true")
+                .config("spark.eventLog.dir", _event_log_uri(config.event_log_dir))
+                .config("spark.driver.extraJavaOptions", LOCAL_JVM_OPTIONS)
             )
         # PySpark takes the workers' interpreter from this variable (default:
         # whatever `python3` is on PATH, which lacks this venv's packages).

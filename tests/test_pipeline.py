@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fruits import engines
-from fruits.features import FEATURE_DIM, BatchBuffers, featurize_contents, file_sha256, task_count
+from fruits.features import FEATURE_DIM, BatchBuffers, featurize_contents, file_sha256, read_ahead, task_count
 from fruits.output import literal_path
 from fruits.pca import load_model, project
 from fruits.probe import linear_probe
@@ -229,3 +229,29 @@ def test_int8_calibration_sample_is_identified_by_content_not_order():
 @pytest.mark.parametrize(("cores", "images", "tasks"), [(2, 36, 8), (2, 11280, 23), (64, 11280, 256)])
 def test_task_count_keeps_cores_busy_and_tasks_bounded(cores, images, tasks):
     assert task_count(cores, images) == tasks
+
+
+def test_read_ahead_yields_every_item_in_order_one_ahead():
+    consumed = []
+
+    def source():
+        for i in range(5):
+            consumed.append(i)
+            yield i
+
+    seen = []
+    for item in read_ahead(source()):
+        seen.append(item)
+        assert len(consumed) <= item + 3  # at most one queued and one being read
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_read_ahead_raises_the_source_error_in_the_consumer():
+    def source():
+        yield 1
+        raise OSError("socket closed")
+
+    items = read_ahead(source())
+    assert next(items) == 1
+    with pytest.raises(OSError, match="socket closed"):
+        next(items)
