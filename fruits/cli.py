@@ -6,7 +6,8 @@ import argparse
 import sys
 import traceback
 
-from fruits import s3
+from fruits import emr, s3
+from fruits.argtypes import fraction, positive_int
 from fruits.config import ENGINES, MODES, PRECISIONS, Config, ConfigError
 
 EXIT_USAGE = 2
@@ -21,26 +22,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
-
-
 def _spark_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("spark and diagnostics")
     group.add_argument("--master", help="Spark master for a new session (default: reuse the active one, else local[*])")
@@ -49,7 +30,7 @@ def _spark_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--arrow-batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULTS.arrow_batch_size,
         help="rows per Arrow batch sent to Python (default: %(default)s)",
     )
@@ -86,16 +67,16 @@ def _featurize_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULTS.batch_size,
         help="images per inference batch (default: %(default)s)",
     )
     parser.add_argument(
-        "--limit-per-class", type=_positive_int, help="use only the first N images (by path) of each split and class"
+        "--limit-per-class", type=positive_int, help="use only the first N images (by path) of each split and class"
     )
     parser.add_argument(
         "--partitions",
-        type=_positive_int,
+        type=positive_int,
         help="featurization tasks (default: 4 per core, more for over 500 images per task)",
     )
 
@@ -103,10 +84,10 @@ def _featurize_options(parser: argparse.ArgumentParser) -> None:
 def _pca_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pca")
     choice = group.add_mutually_exclusive_group()
-    choice.add_argument("--pca-k", type=_positive_int, help="keep exactly K components")
+    choice.add_argument("--pca-k", type=positive_int, help="keep exactly K components")
     choice.add_argument(
         "--pca-variance",
-        type=_fraction,
+        type=fraction,
         default=DEFAULTS.pca_variance,
         help="keep the fewest components explaining this share of variance (default: %(default)s)",
     )
@@ -143,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _spark_options(sub)
     s3.add_commands(commands)
+    emr.add_commands(commands)
     return parser
 
 

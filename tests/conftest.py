@@ -49,6 +49,7 @@ def moto_endpoint():
     and a pinned region so no test can reach or bill real AWS."""
     from moto.server import ThreadedMotoServer
 
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"  # `emr up` attaches AmazonEMRServicePolicy_v2
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

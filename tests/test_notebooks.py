@@ -7,10 +7,23 @@ import nbformat
 import papermill
 import pytest
 
+from fruits.emr import remembered
 from tests.conftest import ROOT, SAMPLE
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-PARAMETERS = {"input_uri", "output_uri", "weights", "limit_per_class", "pca_variance", "spark_master", "event_log_dir"}
+LOCAL_PARAMETERS = {
+    "input_uri",
+    "output_uri",
+    "weights",
+    "limit_per_class",
+    "pca_variance",
+    "spark_master",
+    "event_log_dir",
+}
+EMR_PARAMETERS = {
+    "bucket", "region", "endpoint_url", "local_images", "dataset", "run_id", "ssh_cidr", "key_name",
+    "core_type", "core_count", "dry_run", "simulate_step", "weights",
+}  # fmt: skip
 
 
 def execute(name: str, workdir: Path, **parameters) -> nbformat.NotebookNode:
@@ -30,8 +43,13 @@ def images_in(notebook: nbformat.NotebookNode) -> int:
     return sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
 
 
-def test_there_are_three_notebooks_in_order():
-    assert [path.name for path in NOTEBOOKS] == ["01_local_setup.ipynb", "02_featurization.ipynb", "03_pca.ipynb"]
+def test_there_are_four_notebooks_in_order():
+    assert [path.name for path in NOTEBOOKS] == [
+        "01_local_setup.ipynb",
+        "02_featurization.ipynb",
+        "03_pca.ipynb",
+        "04_emr_run.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
@@ -42,7 +60,7 @@ def test_committed_notebooks_have_no_outputs_and_one_parameters_cell(path):
     tagged = [cell for cell in code if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1
     assigned = {line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line}
-    assert assigned == PARAMETERS
+    assert assigned == (EMR_PARAMETERS if path.name.startswith("04") else LOCAL_PARAMETERS)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +104,26 @@ def test_a_failing_cell_fails_with_its_error_visible(weights, tmp_path, events):
     with pytest.raises(papermill.PapermillExecutionError, match="input not found"):
         execute("02_featurization.ipynb", tmp_path, event_log_dir=events, **params)
     assert not (tmp_path / "out").exists()
+
+
+def test_emr_notebook_runs_against_moto(moto_endpoint, weights, tmp_path):
+    notebook = execute(
+        "04_emr_run.ipynb",
+        tmp_path,
+        bucket="fruits-notebook-04",
+        endpoint_url=moto_endpoint,
+        simulate_step=True,
+        weights=weights,
+    )
+    text = json.dumps([cell.get("outputs", []) for cell in notebook.cells])
+    assert "36 images: 36 featurized, 0 failed" in text
+    assert "TERMINATED" in text
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    keys = {item["Key"] for item in s3.list_objects_v2(Bucket="fruits-notebook-04")["Contents"]}
+    assert "processed/notebook-04/manifest.json" in keys
+    assert sum(key.startswith("raw/sample/") and key.endswith(".jpg") for key in keys) == 36
+    cluster_id = remembered()["cluster_id"]
+    cluster = boto3.client("emr", endpoint_url=moto_endpoint).describe_cluster(ClusterId=cluster_id)["Cluster"]
+    assert cluster["Status"]["State"] == "TERMINATED"

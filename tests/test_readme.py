@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 
 from tests.conftest import ROOT, SAMPLE
 
@@ -28,3 +29,27 @@ def test_python_example_runs_as_written(spark, weights, tmp_path, monkeypatch, c
     manifest = json.loads((tmp_path / "out" / "api-demo" / "manifest.json").read_text())
     assert capsys.readouterr().out.split() == ["36", str(manifest["pca_k"])]
     assert manifest["explained_variance"] >= 0.9
+
+
+def test_every_fruits_command_in_the_readme_parses():
+    from fruits.cli import build_parser
+
+    commands = [
+        line.split("  #")[0].replace('"$(curl -s https://checkip.amazonaws.com)/32"', "203.0.113.7/32")
+        for block in fenced("bash")
+        for line in block.splitlines()
+        if line.startswith(("fruits s3 ", "fruits emr "))  # the synopsis lines above have placeholders
+    ]
+    assert len(commands) == 9
+    for command in commands:
+        build_parser().parse_args(shlex.split(command)[1:])
+
+
+def test_every_option_in_the_readme_table_exists():
+    from fruits.cli import build_parser
+
+    documented = set(re.findall(r"^\| `(--[a-z-]+)", README, flags=re.MULTILINE))
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    accepted = {option for action in run._actions for option in action.option_strings}
+    assert len(documented) >= 15
+    assert documented <= accepted

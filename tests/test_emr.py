@@ -1,0 +1,468 @@
+"""`fruits emr`: the cluster lifecycle against moto's server, through the CLI.
+
+moto keeps most of a cluster (configurations, bootstrap actions, groups, log
+URI) but drops the auto-termination policy and never runs steps, so the
+requests are also read as sent (botocore's before-send event), moto's missing
+GetAutoTerminationPolicy is answered from the RunJobFlow request, and step
+outcomes are set on DescribeStep's answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import ipaddress
+import json
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from fruits import aws, emr
+from fruits.cli import main
+from tests.test_cli import assert_usage_error, run_cli
+
+BUCKET = "fruits-emr-test"
+CIDR = "203.0.113.7/32"
+KEY = "fruits-key"
+ACCOUNT = "123456789012"  # moto's
+VENV_PYTHON = "/opt/fruits/venv/bin/python"
+
+
+class Recorder:
+    """Wraps `fruits.aws.client`: records EMR requests as sent."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[dict]] = defaultdict(list)
+        self.requests: dict[str, dict] = {}  # cluster id -> its RunJobFlow request
+        self.step_status: dict | None = None  # replaces DescribeStep's Status when set
+        self.real_client = aws.client
+
+    def client(self, service: str, target):
+        client = self.real_client(service, target)
+        if service == "emr":
+            events = client.meta.events
+            events.register("before-send.emr", self._record)
+            events.register("after-call.emr.RunJobFlow", self._started)
+            events.register("before-call.emr.GetAutoTerminationPolicy", self._auto_termination)
+            events.register("after-call.emr.DescribeStep", self._step)
+        return client
+
+    def _record(self, request, **_):
+        operation = request.headers["X-Amz-Target"]
+        operation = (operation.decode() if isinstance(operation, bytes) else operation).split(".")[-1]
+        self.sent[operation].append(json.loads(request.body))
+
+    def _started(self, parsed, **_):
+        if "JobFlowId" in parsed:
+            self.requests[parsed["JobFlowId"]] = self.sent["RunJobFlow"][-1]
+
+    def _auto_termination(self, params, **_):
+        cluster_id = json.loads(params["body"])["ClusterId"]  # params: the serialized request
+        policy = self.requests[cluster_id].get("AutoTerminationPolicy")
+        return AWSResponse("", 200, {}, None), ({"AutoTerminationPolicy": policy} if policy else {})
+
+    def _step(self, parsed, **_):
+        if self.step_status and "Step" in parsed:
+            parsed["Step"]["Status"] = self.step_status
+
+
+@pytest.fixture(scope="module")
+def calls(moto_endpoint, tmp_path_factory):
+    recorder = Recorder()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aws, "client", recorder.client)
+        # AWS managed policies (AmazonEMRServicePolicy_v2): moto loads them only when asked,
+        # as its IAM backend starts (the server runs in this process).
+        patch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+        patch.setattr(emr, "POLL_SECONDS", 0.01)
+        patch.setattr(emr, "IAM_RETRY_SECONDS", 0.01)
+        if not emr.BOOTSTRAP_SCRIPT.is_file():  # written by another change; its path is the contract
+            stub = tmp_path_factory.mktemp("bootstrap") / "install-python-deps.sh"
+            stub.write_text("#!/bin/bash\nset -euo pipefail\n")
+            patch.setattr(emr, "BOOTSTRAP_SCRIPT", stub)
+        yield recorder
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    return emr.build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def cli(*argv) -> SimpleNamespace:
+    """Run the CLI, capturing its output (module fixtures cannot use capsys)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(arg) for arg in argv])
+        except SystemExit as exit_:
+            code = exit_.code
+    return SimpleNamespace(code=code, out=out.getvalue(), err=err.getvalue())
+
+
+def boto(service: str):
+    return boto3.client(service)  # AWS_ENDPOINT_URL and the region come from the moto fixture
+
+
+@pytest.fixture(scope="module")
+def cluster(calls, wheel) -> SimpleNamespace:
+    assert cli("s3", "init", "--bucket", BUCKET).code == 0
+    result = cli("emr", "up", "--bucket", BUCKET, "--ssh-cidr", CIDR, "--key-name", KEY, "--wheel", wheel)
+    assert result.code == 0, result.err
+    result.id = result.out.strip()
+    result.request = calls.requests[result.id]
+    return result
+
+
+def by_classification(configurations: list[dict]) -> dict[str, dict]:
+    return {item["Classification"]: item for item in configurations}
+
+
+def test_the_spec_renders_to_a_valid_run_job_flow_request():
+    values = {
+        "bucket": BUCKET,
+        "name": "fruits",
+        "key_name": None,
+        "subnet_id": "subnet-1",
+        "ssh_security_group": "sg-1",
+        "service_role": emr.SERVICE_ROLE,
+        "instance_profile": emr.INSTANCE_ROLE,
+    }
+    request = emr.render(emr.load_spec(), values)
+    emr.validate_request(request)  # botocore's RunJobFlow input shape: unknown or mistyped fields fail
+    assert "${" not in json.dumps(request)
+    assert "Ec2KeyName" not in request["Instances"]  # None drops the key
+    assert request["ReleaseLabel"].startswith("emr-7.")
+    assert [app["Name"] for app in request["Applications"]] == [
+        "Spark",
+        "Hadoop",
+        "JupyterHub",
+        "JupyterEnterpriseGateway",
+        "Livy",
+    ]
+    assert request["Instances"]["AdditionalMasterSecurityGroups"] == ["sg-1"]
+    broken = json.loads(json.dumps(request))
+    broken["Instances"]["InstanceGroups"][1]["InstanceCount"] = "two"
+    with pytest.raises(emr.ConfigError, match="InstanceCount"):
+        emr.validate_request(broken)
+
+
+def test_dry_run_prints_the_request_and_calls_nothing(capsys, monkeypatch):
+    def no_aws(*_):
+        raise AssertionError("--dry-run called AWS")
+
+    monkeypatch.setattr(aws, "client", no_aws)
+    code, out, _ = run_cli(
+        capsys, "emr", "up", "--dry-run", "--bucket", BUCKET, "--ssh-cidr", CIDR, "--spot", "--idle-timeout", "1800"
+    )
+    assert code == 0
+    request = json.loads(out)
+    emr.validate_request(request)
+    groups = emr.groups_by_role(request)
+    assert (groups["MASTER"]["Market"], groups["CORE"]["Market"]) == ("ON_DEMAND", "SPOT")
+    assert groups["CORE"]["InstanceCount"] == 2
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 1800}
+    assert request["Instances"]["AdditionalMasterSecurityGroups"] == ["${ssh_security_group}"]
+
+
+def test_up_sends_bootstrap_configurations_auto_termination_and_log_uri(cluster):
+    request = cluster.request
+    assert cluster.id.startswith("j-")
+    assert "WAITING" in cluster.err  # waited with progress
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 3600}  # as sent: moto drops it
+    assert request["LogUri"] == f"s3://{BUCKET}/logs/"
+    assert request["BootstrapActions"][0]["ScriptBootstrapAction"] == {
+        "Path": f"s3://{BUCKET}/bootstrap/install-python-deps.sh",
+        "Args": [f"s3://{BUCKET}/code/"],
+    }
+    configurations = by_classification(request["Configurations"])
+    defaults = configurations["spark-defaults"]["Properties"]
+    assert defaults["spark.sql.execution.arrow.maxRecordsPerBatch"] == "256"
+    assert defaults["spark.pyspark.python"] == defaults["spark.pyspark.driver.python"] == VENV_PYTHON
+    assert configurations["spark-env"]["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == VENV_PYTHON
+    assert configurations["jupyter-s3-conf"]["Properties"] == {
+        "s3.persistence.enabled": "true",
+        "s3.persistence.bucket": BUCKET,
+    }
+    assert {"Key": "project", "Value": "fruits"} in request["Tags"]
+    assert (request["ServiceRole"], request["JobFlowRole"]) == (emr.SERVICE_ROLE, emr.INSTANCE_ROLE)
+
+    client = boto("emr")
+    described = client.describe_cluster(ClusterId=cluster.id)["Cluster"]
+    assert described["Status"]["State"] == "WAITING"
+    assert described["LogUri"] == f"s3://{BUCKET}/logs/"
+    assert described["Configurations"] == request["Configurations"]
+    assert described["VisibleToAllUsers"] is True
+    assert described["Ec2InstanceAttributes"]["Ec2KeyName"] == KEY
+    assert described["Ec2InstanceAttributes"]["IamInstanceProfile"] == emr.INSTANCE_ROLE
+    actions = client.list_bootstrap_actions(ClusterId=cluster.id)["BootstrapActions"]
+    assert [(a["ScriptPath"], a["Args"]) for a in actions] == [
+        (f"s3://{BUCKET}/bootstrap/install-python-deps.sh", [f"s3://{BUCKET}/code/"])
+    ]
+    groups = {g["InstanceGroupType"]: g for g in client.list_instance_groups(ClusterId=cluster.id)["InstanceGroups"]}
+    assert {role: (g["InstanceType"], g["RequestedInstanceCount"]) for role, g in groups.items()} == {
+        "MASTER": ("m5.xlarge", 1),
+        "CORE": ("m5.xlarge", 2),
+    }
+
+
+def test_up_uploads_the_code_and_the_bootstrap_action(cluster, wheel):
+    s3 = boto("s3")
+    keys = {item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert {f"code/{wheel.name}", "code/requirements.txt", emr.ENTRY_KEY, emr.BOOTSTRAP_KEY} <= keys
+    assert [key for key in keys if key.startswith("code/fruits-")] == [f"code/{wheel.name}"]  # one wheel
+    requirements = s3.get_object(Bucket=BUCKET, Key="code/requirements.txt")["Body"].read()
+    assert requirements == emr.REQUIREMENTS.read_bytes()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"fruits/emr.py", "fruits/emr_step.py", "fruits/cli.py"} <= set(names)
+
+
+def world(permission: dict) -> bool:
+    cidrs = [r["CidrIp"] for r in permission.get("IpRanges", [])] + [
+        r["CidrIpv6"] for r in permission.get("Ipv6Ranges", [])
+    ]
+    return any(ipaddress.ip_network(cidr).prefixlen == 0 for cidr in cidrs)
+
+
+def opens(permission: dict, port: int) -> bool:
+    if permission["IpProtocol"] == "-1":
+        return True
+    return permission.get("FromPort", 0) <= port <= permission.get("ToPort", 65535)
+
+
+def test_no_rule_opens_ssh_or_jupyter_to_the_internet(cluster):
+    ec2 = boto("ec2")
+    groups = ec2.describe_security_groups()["SecurityGroups"]
+    for group in groups:
+        for permission in group["IpPermissions"]:
+            for port in (22, 8443, 9443):
+                assert not (world(permission) and opens(permission, port)), (group["GroupName"], permission)
+    ssh_group_id = cluster.request["Instances"]["AdditionalMasterSecurityGroups"][0]
+    ssh = next(group for group in groups if group["GroupId"] == ssh_group_id)
+    assert ssh["GroupName"] == emr.SSH_GROUP
+    assert [(p["IpProtocol"], p["FromPort"], p["ToPort"], emr._ranges(p)) for p in ssh["IpPermissions"]] == [
+        ("tcp", 22, 22, [CIDR])
+    ]
+    assert emr.EMR_MANAGED_TAG in ssh["Tags"]
+    subnet = ec2.describe_subnets(SubnetIds=[cluster.request["Instances"]["Ec2SubnetId"]])["Subnets"][0]
+    assert emr.EMR_MANAGED_TAG in subnet["Tags"]
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
+def test_ssh_open_to_the_world_is_refused_and_creates_nothing(calls, capsys, cidr):
+    ec2, client = boto("ec2"), boto("emr")
+    before = (len(ec2.describe_security_groups()["SecurityGroups"]), len(client.list_clusters()["Clusters"]))
+    code, _, err = run_cli(capsys, "emr", "up", "--bucket", "another-bucket", "--ssh-cidr", cidr)
+    assert_usage_error(code, err, "whole internet")
+    after = (len(ec2.describe_security_groups()["SecurityGroups"]), len(client.list_clusters()["Clusters"]))
+    assert after == before
+
+
+def test_the_instance_role_reaches_only_the_bucket(cluster):
+    iam = boto("iam")
+    policy = iam.get_role_policy(RoleName=emr.INSTANCE_ROLE, PolicyName=emr.BUCKET_POLICY)["PolicyDocument"]
+    resources = [
+        r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    ]
+    assert f"arn:aws:s3:::{BUCKET}" in resources
+    assert f"arn:aws:s3:::{BUCKET}/*" in resources
+    assert all(r == f"arn:aws:s3:::{BUCKET}" or r.startswith(f"arn:aws:s3:::{BUCKET}/") for r in resources)
+    actions = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    assert all(action.startswith("s3:") and "*" not in action for action in actions)
+    assert {s["Effect"] for s in policy["Statement"]} == {"Allow"}
+
+    ec2_trust = iam.get_role(RoleName=emr.INSTANCE_ROLE)["Role"]["AssumeRolePolicyDocument"]
+    assert ec2_trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    service = iam.get_role(RoleName=emr.SERVICE_ROLE)["Role"]["AssumeRolePolicyDocument"]["Statement"][0]
+    assert service["Principal"] == {"Service": "elasticmapreduce.amazonaws.com"}
+    assert service["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
+    attached = iam.list_attached_role_policies(RoleName=emr.SERVICE_ROLE)["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == ["arn:aws:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"]
+    pass_role = iam.get_role_policy(RoleName=emr.SERVICE_ROLE, PolicyName=emr.PASS_ROLE_POLICY)["PolicyDocument"]
+    assert pass_role["Statement"][0]["Action"] == "iam:PassRole"
+    assert pass_role["Statement"][0]["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/{emr.INSTANCE_ROLE}"
+    profile = iam.get_instance_profile(InstanceProfileName=emr.INSTANCE_ROLE)["InstanceProfile"]
+    assert [role["RoleName"] for role in profile["Roles"]] == [emr.INSTANCE_ROLE]
+
+
+def expected_step_args(cluster_id: str, fruits_args: list[str]) -> list[str]:
+    confs = [
+        f"spark.pyspark.python={VENV_PYTHON}",
+        f"spark.pyspark.driver.python={VENV_PYTHON}",
+        f"spark.yarn.appMasterEnv.PYSPARK_PYTHON={VENV_PYTHON}",
+        f"spark.executorEnv.PYSPARK_PYTHON={VENV_PYTHON}",
+        "spark.yarn.maxAppAttempts=1",
+    ]
+    args = ["spark-submit", "--deploy-mode", "cluster"]
+    for conf in confs:
+        args += ["--conf", conf]
+    return [*args, f"s3://{BUCKET}/code/emr_step.py", *fruits_args]
+
+
+FRUITS_ARGS = ["run", "--input", f"s3://{BUCKET}/raw/fruits", "--output", f"s3://{BUCKET}/processed/r1"]
+
+
+def test_run_adds_a_spark_step(cluster):
+    result = cli("emr", "run", "--cluster-id", cluster.id, "--", *FRUITS_ARGS)
+    assert result.code == 0, result.err
+    step_id = result.out.strip()
+    step = boto("emr").describe_step(ClusterId=cluster.id, StepId=step_id)["Step"]
+    assert step["ActionOnFailure"] == "CONTINUE"
+    assert step["Config"]["Jar"] == "command-runner.jar"
+    assert step["Config"]["Args"] == expected_step_args(cluster.id, FRUITS_ARGS)
+    listed = boto("emr").list_steps(ClusterId=cluster.id)["Steps"]
+    assert step_id in [s["Id"] for s in listed]
+
+
+def test_run_wait_reports_a_failed_step_with_its_logs(cluster, calls, capsys):
+    log = f"s3://{BUCKET}/logs/{cluster.id}/steps/s-1/stderr.gz"
+    calls.step_status = {
+        "State": "FAILED",
+        "FailureDetails": {"Reason": "Unknown Error.", "Message": "exit code 2", "LogFile": log},
+    }
+    try:
+        code, _, err = run_cli(capsys, "emr", "run", "--cluster-id", cluster.id, "--wait", "--", *FRUITS_ARGS)
+    finally:
+        calls.step_status = None
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert "FAILED: Unknown Error.: exit code 2" in last
+    assert f"(logs: {log}; the Spark driver's: s3://{BUCKET}/logs/{cluster.id}/containers/)" in last
+
+
+def test_run_wait_succeeds_when_the_step_completes(cluster, calls, capsys):
+    calls.step_status = {"State": "COMPLETED"}
+    try:
+        code, out, err = run_cli(capsys, "emr", "run", "--cluster-id", cluster.id, "--wait", "--", *FRUITS_ARGS)
+    finally:
+        calls.step_status = None
+    assert code == 0
+    assert out.strip().startswith("s-")
+    assert "COMPLETED" in err
+
+
+def test_run_refuses_local_paths_and_adds_no_step(cluster, capsys):
+    before = len(boto("emr").list_steps(ClusterId=cluster.id)["Steps"])
+    code, _, err = run_cli(
+        capsys, "emr", "run", "--cluster-id", cluster.id, "--", "run", "--input", "data", "--output", "out"
+    )
+    assert_usage_error(code, err, "--input must be an s3:// URI")
+    assert len(boto("emr").list_steps(ClusterId=cluster.id)["Steps"]) == before
+
+
+def test_status_shows_state_steps_and_logs(cluster, capsys):
+    cli("emr", "run", "--cluster-id", cluster.id, "--", *FRUITS_ARGS)
+    code, out, _ = run_cli(capsys, "emr", "status", "--cluster-id", cluster.id)
+    assert code == 0
+    state = boto("emr").describe_cluster(ClusterId=cluster.id)["Cluster"]["Status"]["State"]
+    assert state == "RUNNING"  # moto: running its (never ending) steps
+    assert out.splitlines()[0] == f"cluster {cluster.id} (fruits): RUNNING"
+    assert f"logs      s3://{BUCKET}/logs/{cluster.id}/" in out
+    assert "core m5.xlarge x2 (on_demand)" in out
+    steps = boto("emr").list_steps(ClusterId=cluster.id)["Steps"]
+    assert len(steps) >= 2
+    assert f"steps ({len(steps)}, newest first):" in out
+    for step in steps:
+        assert f"{step['Id']}  {step['Status']['State']:<11} fruits run --input s3://{BUCKET}/raw/fruits" in out
+
+
+def test_ui_prints_the_tunnel_to_the_primary_node(cluster, capsys):
+    code, out, _ = run_cli(capsys, "emr", "ui", "--cluster-id", cluster.id)
+    assert code == 0
+    host = boto("emr").describe_cluster(ClusterId=cluster.id)["Cluster"]["MasterPublicDnsName"]
+    forwards = "-L 18080:localhost:18080 -L 8088:localhost:8088 -L 9443:localhost:9443 -L 8998:localhost:8998"
+    assert f"ssh -i ~/.ssh/{KEY}.pem -N {forwards} hadoop@{host}" in out
+    for url in ("http://localhost:18080", "http://localhost:8088", "https://localhost:9443", "http://localhost:8998"):
+        assert url in out
+    assert "persistent application UIs" in out
+
+
+def test_clone_then_up_round_trips_to_the_same_request(cluster, calls, wheel, tmp_path):
+    spec = tmp_path / "spec.json"
+    result = cli("emr", "clone", cluster.id, "--output", spec)
+    assert result.code == 0, result.err
+    cloned = json.loads(spec.read_text())
+    emr.validate_request(cloned)
+    assert cloned["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
+    again = cli("emr", "up", "--spec", spec, "--ssh-cidr", CIDR, "--wheel", wheel, "--no-wait")
+    assert again.code == 0, again.err
+    assert "created" not in again.err  # roles and security group were there already
+    assert calls.requests[again.out.strip()] == cluster.request
+
+
+def test_down_terminates_then_refuses_a_terminated_cluster(calls, wheel, capsys):
+    started = cli("emr", "up", "--bucket", BUCKET, "--ssh-cidr", CIDR, "--wheel", wheel, "--no-wait")
+    cluster_id = started.out.strip()
+    code, out, _ = run_cli(capsys, "emr", "down")  # the remembered cluster
+    assert code == 0
+    assert out.strip() == f"cluster {cluster_id} TERMINATED"
+    assert boto("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATED"
+    code, _, err = run_cli(capsys, "emr", "down", "--cluster-id", cluster_id)
+    assert_usage_error(code, err, f"cluster {cluster_id} is already TERMINATED")
+    code, _, err = run_cli(capsys, "emr", "run", "--cluster-id", cluster_id, "--", *FRUITS_ARGS)
+    assert_usage_error(code, err, "already TERMINATED")
+
+
+def test_unknown_bucket_is_one_line(calls, wheel, capsys):
+    code, _, err = run_cli(capsys, "emr", "up", "--bucket", "no-such-bucket-here", "--ssh-cidr", CIDR, "--wheel", wheel)
+    assert_usage_error(code, err, "bucket s3://no-such-bucket-here not found")
+
+
+def test_unknown_cluster_is_one_line(calls, capsys):
+    code, _, err = run_cli(capsys, "emr", "status", "--cluster-id", "j-NOSUCHCLUSTER")
+    assert_usage_error(code, err, "j-NOSUCHCLUSTER")
+
+
+def test_missing_credentials_are_one_line(calls, wheel, capsys, monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    runs = len(calls.sent["RunJobFlow"])
+    code, _, err = run_cli(capsys, "emr", "status", "--cluster-id", "j-ANY")
+    assert_usage_error(code, err, "no AWS credentials found")
+    code, _, err = run_cli(capsys, "emr", "up", "--bucket", BUCKET, "--ssh-cidr", CIDR, "--wheel", wheel)
+    assert_usage_error(code, err, "no AWS credentials found")
+    assert len(calls.sent["RunJobFlow"]) == runs
+
+
+def write_manifest(path: Path, **fields) -> Path:
+    path.write_text(json.dumps({"parameters": {"master": fields.pop("master", None)}, **fields}))
+    return path
+
+
+def test_cost_from_a_known_manifest(capsys, tmp_path):
+    manifest = write_manifest(tmp_path / "manifest.json", images_per_second=120.0, master="local[2]")
+    code, out, _ = run_cli(capsys, "emr", "cost", "--images", 432000, "--manifest", manifest, "--region", "eu-west-1")
+    assert code == 0
+    # 60 img/s per vCPU x 8 core vCPUs = 480 img/s: 900 s; + 15 min start-up + 1 h idle = 1.5 h
+    # at 3 x m5.xlarge (0.214 EC2 + 0.048 EMR) = 0.786 $/h
+    assert "hours: start-up 0.25 + featurize 0.25 + idle timeout 1.00 = 1.50 h" in out
+    assert "estimated cost: $1.18 for 432000 images; $0.39 if you run `fruits emr down`" in out
+    assert "0.786" in out
+    assert "as of 2024-06-01" in out
+
+
+def test_cost_needs_the_cores_of_a_run_that_does_not_record_them(capsys, tmp_path):
+    manifest = write_manifest(tmp_path / "manifest.json", images_per_second=120.0, master="local[*]")
+    code, _, err = run_cli(capsys, "emr", "cost", "--images", 1000, "--manifest", manifest)
+    assert_usage_error(code, err, "--vcpus-of-run")
+    code, out, _ = run_cli(
+        capsys, "emr", "cost", "--images", 1000, "--manifest", manifest, "--vcpus-of-run", 4, "--core-count", 4
+    )
+    assert code == 0
+    assert "30.0 images/s per vCPU" in out
+    assert "x 16 worker vCPUs = 480 images/s" in out
+
+
+def test_cost_default_throughput_is_the_conservative_one(capsys):
+    code, out, _ = run_cli(capsys, "emr", "cost", "--images", 100, "--region", "us-east-1", "--idle-timeout", 0)
+    assert code == 0
+    assert "50.0 images/s per vCPU (conservative default" in out
+    assert "idle timeout 0.00" in out
+    assert "0.720" in out  # 3 x (0.192 + 0.048) in us-east-1
