@@ -75,6 +75,12 @@ def _featurize_options(parser: argparse.ArgumentParser) -> None:
         "--limit-per-class", type=positive_int, help="use only the first N images (by path) of each split and class"
     )
     parser.add_argument(
+        "--commit-every",
+        type=positive_int,
+        default=DEFAULTS.commit_every,
+        help="--mode incremental: images per commit, the most a killed run can lose (default: %(default)s)",
+    )
+    parser.add_argument(
         "--partitions",
         type=positive_int,
         help="featurization tasks (default: 4 per core, more for over 500 images per task)",
@@ -120,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--mode",
             choices=MODES,
             default=DEFAULTS.mode,
-            help="error: refuse existing results; overwrite: replace them (default: %(default)s)",
+            help="error: refuse existing results; overwrite: replace them; incremental: featurize only "
+            "images not yet in <output>/features (same path, size, time), then refit the PCA if any were "
+            "added; a killed run resumes where it stopped (default: %(default)s)",
         )
         _spark_options(sub)
     s3.add_commands(commands)

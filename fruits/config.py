@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import metadata
 
-MODES = ("error", "overwrite")
+MODES = ("error", "overwrite", "incremental")
 ENGINES = ("onnx", "keras")
 PRECISIONS = ("fp32", "int8")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^file:")
@@ -61,6 +61,7 @@ class Config:
     pca_variance: float = 0.95
     standardize: bool = False
     batch_size: int = 64
+    commit_every: int = 5000
     arrow_batch_size: int = 256
     partitions: int | None = None
     driver_memory: str = "4g"
@@ -81,7 +82,7 @@ class Config:
             raise ConfigError(f"--pca-variance must be in (0, 1], got {self.pca_variance}")
         if self.pca_k is not None and self.pca_k < 1:
             raise ConfigError(f"--pca-k must be a positive integer, got {self.pca_k}")
-        for name in ("batch_size", "arrow_batch_size"):
+        for name in ("batch_size", "arrow_batch_size", "commit_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         for name in ("partitions", "limit_per_class"):

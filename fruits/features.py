@@ -194,7 +194,7 @@ def task_count(parallelism: int, images: int) -> int:
 
 
 def featurize(images: DataFrame, backbone: engines.Backbone, tasks: int, batch_size: int = 64) -> DataFrame:
-    """(path, label, split, content) -> (path, label, split, features, error).
+    """(path, label, split, size, modified, content) -> (..., features, error).
 
     The backbone's payload is broadcast once. Tiny files make one small
     partition each; they are merged into at most ``tasks`` partitions.
@@ -212,6 +212,5 @@ def featurize(images: DataFrame, backbone: engines.Backbone, tasks: int, batch_s
             yield featurize_contents(predict, contents, buffers)
 
     result = mobilenet_features(F.col("content")).alias("result")
-    return images.select("path", "label", "split", result).select(
-        "path", "label", "split", "result.features", "result.error"
-    )
+    kept = ("path", "label", "split", "size", "modified")
+    return images.select(*kept, result).select(*kept, "result.features", "result.error")

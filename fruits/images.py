@@ -10,6 +10,8 @@ from PIL import Image, ImageOps
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from fruits.output import literal_path
+
 IMAGE_SIZE = (224, 224)
 # Hadoop glob on file names: .jpg/.jpeg/.png in any letter case; other files
 # (.txt, .DS_Store, ...) are not images and are not read at all.
@@ -31,16 +33,32 @@ def label_and_split(path: Column) -> tuple[Column, Column]:
     return label, split
 
 
+def _image_rows(raw: DataFrame) -> DataFrame:
+    label, split = label_and_split(F.col("path"))
+    return raw.select(
+        "path",
+        label.alias("label"),
+        split.alias("split"),
+        F.col("length").alias("size"),
+        F.col("modificationTime").alias("modified"),
+        "content",
+    )
+
+
 def read_images(spark: SparkSession, uri: str) -> DataFrame:
-    """All images below ``uri`` as rows of (path, label, split, content)."""
+    """All images below ``uri`` as rows of (path, label, split, size, modified, content)."""
     raw = (
         spark.read.format("binaryFile")
         .option("recursiveFileLookup", "true")
         .option("pathGlobFilter", IMAGE_GLOB)
         .load(uri)
     )
-    label, split = label_and_split(F.col("path"))
-    return raw.select("path", label.alias("label"), split.alias("split"), "content")
+    return _image_rows(raw)
+
+
+def read_image_files(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """The given image files (paths as ``read_images`` gives them), same columns."""
+    return _image_rows(spark.read.format("binaryFile").load([literal_path(path) for path in paths]))
 
 
 def limit_per_class(images: DataFrame, limit: int) -> tuple[DataFrame, int]:
@@ -81,10 +99,16 @@ def decode(content: bytes) -> np.ndarray:
     Raises on anything that is not a readable image, including images whose
     declared size is big enough to be a decompression bomb.
     """
-    with Image.open(io.BytesIO(content)) as image:  # reads the header only
+    try:
+        image = Image.open(io.BytesIO(content))  # reads the header only
+    except Image.DecompressionBombError as exc:  # Pillow's own refusal, over twice MAX_IMAGE_PIXELS
+        raise ValueError(f"image too large: {str(exc).rstrip('.')} (decompression bomb guard)") from exc
+    with image:
         if image.width * image.height > Image.MAX_IMAGE_PIXELS:
             raise ValueError(f"image too large: {image.width}x{image.height} pixels (decompression bomb guard)")
         upright = ImageOps.exif_transpose(image)
+        if upright.mode.startswith("I"):  # 16-bit grayscale PNG: convert("RGB") would clip it at 255
+            upright = Image.fromarray((np.asarray(upright) // 257).astype(np.uint8))
         return np.asarray(upright.convert("RGB").resize(IMAGE_SIZE, Image.BILINEAR), dtype=np.uint8)
 
 

@@ -49,12 +49,35 @@ def delete(spark: SparkSession, uri: str) -> None:
 
 
 def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    """Write a whole file: a reader sees the old text or the new, never half of it
+    (written beside, then renamed over; on S3 an object PUT is atomic anyway)."""
     fs, path = _fs_path(spark, uri)
-    stream = fs.create(path, True)
+    partial = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(f"{uri}.partial")
+    stream = fs.create(partial, True)
     try:
         stream.write(bytearray(text.encode("utf-8")))
     finally:
         stream.close()
+    fs.delete(path, False)
+    if not fs.rename(partial, path):
+        raise OSError(f"cannot rename {uri}.partial to {uri}")
+
+
+def move_data_files(spark: SparkSession, source: str, target: str) -> int:
+    """Move the data files (not _SUCCESS, .crc or hidden files) of folder ``source``
+    into folder ``target``, one rename each; returns how many were moved."""
+    fs, source_path = _fs_path(spark, source)
+    _, target_path = _fs_path(spark, target)
+    fs.mkdirs(target_path)
+    moved = 0
+    for status in fs.listStatus(source_path):
+        name = status.getPath().getName()
+        if status.isFile() and not name.startswith(("_", ".")):
+            destination = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target_path, name)
+            if not fs.rename(status.getPath(), destination):
+                raise OSError(f"cannot move {status.getPath()} to {destination}")
+            moved += 1
+    return moved
 
 
 def read_text(spark: SparkSession, uri: str) -> str:

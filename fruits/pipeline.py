@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import sys
 import time
 import uuid
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 import fruits
 from fruits import engines, output
 from fruits.config import Config, ConfigError, cache_dir, to_uri
 from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, resolve_weights, task_count
-from fruits.images import limit_per_class, read_images, sample_contents
+from fruits.images import limit_per_class, read_image_files, read_images, sample_contents
 from fruits.pca import fit_pca, project, variance_csv
 
 FEATURES = "features"
@@ -30,6 +31,8 @@ PCA_CSV = "pca_csv"
 FEATURIZE_OUTPUTS = (FEATURES, output.MANIFEST)
 CALIBRATION_IMAGES = 256  # int8 calibration sample, spread over the input
 PCA_OUTPUTS = (PCA, PCA_MODEL, VARIANCE_CSV, PCA_CSV)
+PCA_MANIFEST_KEYS = ("pca_k", "explained_variance", "pca_variance_target", "pca_standardized")
+STAGING = "_staging"  # chunks being written (ignored by readers: leading underscore)
 
 
 def _prepare(spark: SparkSession, root: str, names: tuple[str, ...], mode: str) -> None:
@@ -86,9 +89,12 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
 
     started = time.perf_counter()
-    tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, input_files)
-    features = featurize(images, backbone, tasks, config.batch_size)
-    features.write.parquet(f"{root}/{FEATURES}")
+    if config.mode == "incremental":
+        added = _featurize_new(spark, config, images, backbone, root=root, run_id=manifest["run_id"])
+    else:
+        tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, input_files)
+        featurize(images, backbone, tasks, config.batch_size).write.parquet(f"{root}/{FEATURES}")
+        added = input_files
     counts = (
         spark.read.parquet(output.literal_path(f"{root}/{FEATURES}"))
         .agg(F.count("features").alias("featurized"), F.count("error").alias("failed"))
@@ -109,10 +115,55 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         engine_versions=backbone.versions,
         precision=backbone.precision,
         calibration=backbone.calibration,
-        images_per_second=round(input_files / seconds, 2),
+        added=added,
+        images_per_second=round(added / seconds, 2),
     )
     manifest["seconds"]["featurize"] = round(seconds, 2)
     return root
+
+
+def _featurize_new(
+    spark: SparkSession, config: Config, images: DataFrame, backbone: engines.Backbone, *, root: str, run_id: str
+) -> int:
+    """--mode incremental: featurize only images not in <root>/features with the
+    same path, size and modification time, and commit them in chunks of
+    config.commit_every images. A chunk is written aside, then its files are
+    moved into features/ one by one: whatever a killed run committed counts as
+    done, so a rerun adds every image exactly once. Returns how many were added."""
+    features_uri = f"{root}/{FEATURES}"
+    listing = images.select("path", "size", "modified")
+    todo = listing
+    if output.exists(spark, features_uri):
+        done = spark.read.parquet(output.literal_path(features_uri))
+        if not {"size", "modified"} <= set(done.columns):
+            raise ConfigError(f"{features_uri} was written without file sizes and times; use --mode overwrite once")
+        todo = listing.join(done.select("path", "size", "modified"), ["path", "size", "modified"], "left_anti")
+    paths = sorted(row["path"] for row in todo.select("path").collect())
+    if todo is not listing:
+        changed = done.select("path").where(F.col("path").isin(paths))
+        if not changed.isEmpty():
+            _drop_rows_of_changed_files(spark, root, run_id, changed)
+    chunks = [paths[start : start + config.commit_every] for start in range(0, len(paths), config.commit_every)]
+    print(f"fruits: {len(paths)} new or changed images, {len(chunks)} commit(s)", file=sys.stderr)
+    for number, chunk in enumerate(chunks, 1):
+        staging = f"{root}/{STAGING}/{run_id}-{number}"
+        tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, len(chunk))
+        featurize(read_image_files(spark, chunk), backbone, tasks, config.batch_size).write.parquet(staging)
+        output.move_data_files(spark, staging, features_uri)
+        output.delete(spark, staging)
+        print(f"fruits: committed {number}/{len(chunks)} ({len(chunk)} images)", file=sys.stderr)
+    output.delete(spark, f"{root}/{STAGING}")  # also what a killed run left there
+    return len(paths)
+
+
+def _drop_rows_of_changed_files(spark: SparkSession, root: str, run_id: str, changed: DataFrame) -> None:
+    """Rewrite features/ without the rows of files changed since they were featurized."""
+    features_uri = f"{root}/{FEATURES}"
+    kept = f"{root}/{STAGING}/{run_id}-kept"
+    spark.read.parquet(output.literal_path(features_uri)).join(changed, "path", "left_anti").write.parquet(kept)
+    output.delete(spark, features_uri)
+    output.move_data_files(spark, kept, features_uri)
+    output.delete(spark, kept)
 
 
 def pca_stage(spark: SparkSession, config: Config, root: str, manifest: dict) -> None:
@@ -179,7 +230,12 @@ def run_all(spark: SparkSession, config: Config) -> dict:
     started = time.perf_counter()
     manifest = new_manifest(spark, config)
     root = featurize_stage(spark, config, manifest)
-    pca_stage(spark, config, root, manifest)
+    previous = output.read_manifest(spark, root) if config.mode == "incremental" else {}
+    if manifest["added"] == 0 and "pca_k" in previous:  # nothing new: keep the PCA as it is
+        manifest.update({key: previous[key] for key in PCA_MANIFEST_KEYS if key in previous})
+        manifest["seconds"]["pca"] = 0.0
+    else:
+        pca_stage(spark, config, root, manifest)
     manifest["seconds"]["total"] = round(time.perf_counter() - started, 2)
     output.write_manifest(spark, root, manifest)
     return manifest
