@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -59,6 +61,34 @@ def read_images(spark: SparkSession, uri: str) -> DataFrame:
 def read_image_files(spark: SparkSession, paths: list[str]) -> DataFrame:
     """The given image files (paths as ``read_images`` gives them), same columns."""
     return _image_rows(spark.read.format("binaryFile").load([literal_path(path) for path in paths]))
+
+
+def _as_path_value(listed_uri: str) -> str:
+    """An inputFiles() URI (percent-encoded, file:///) as the scan's `path` value."""
+    return re.sub(r"^file:///", "file:/", unquote(listed_uri))
+
+
+def skipped_by_scan(images: DataFrame, listed: list[str]) -> list[str]:
+    """Files Spark lists but its scan skips (it drops 0-byte files), as `path` values.
+    Counting the scan reads no content; paths are collected only if some are missing."""
+    if images.count() == len(listed):
+        return []
+    scanned = {row["path"] for row in images.select("path").collect()}
+    return sorted(path for path in map(_as_path_value, listed) if path not in scanned)
+
+
+def empty_file_rows(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """Error rows for files with no bytes, in the features' schema."""
+    label, split = label_and_split(F.col("path"))
+    return spark.createDataFrame([(path,) for path in paths], "path string").select(
+        "path",
+        label.alias("label"),
+        split.alias("split"),
+        F.lit(0).cast("long").alias("size"),
+        F.lit(None).cast("timestamp").alias("modified"),
+        F.lit(None).cast("array<float>").alias("features"),
+        F.lit("empty file").alias("error"),
+    )
 
 
 def limit_per_class(images: DataFrame, limit: int) -> tuple[DataFrame, int]:

@@ -20,7 +20,14 @@ import fruits
 from fruits import engines, output
 from fruits.config import Config, ConfigError, cache_dir, to_uri
 from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, resolve_weights, task_count
-from fruits.images import limit_per_class, read_image_files, read_images, sample_contents
+from fruits.images import (
+    empty_file_rows,
+    limit_per_class,
+    read_image_files,
+    read_images,
+    sample_contents,
+    skipped_by_scan,
+)
 from fruits.pca import fit_pca, project, variance_csv
 
 FEATURES = "features"
@@ -70,9 +77,12 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
     if config.mode == "error" and output.exists(spark, root):
         raise ConfigError(f"output already exists: {config.output} (use --mode overwrite to replace its results)")
     images = read_images(spark, source)
-    input_files = len(images.inputFiles())
+    listed = images.inputFiles()
+    input_files = len(listed)
     if config.limit_per_class and input_files:
         images, input_files = limit_per_class(images, config.limit_per_class)
+        listed = []  # only scanned (non-empty) files can be chosen
+    empty = skipped_by_scan(images, listed) if listed else []
     if input_files == 0:
         raise ConfigError(f"no .jpg/.jpeg/.png images found under {config.input}")
     weights_sha256 = file_sha256(weights_path)
@@ -90,10 +100,12 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
 
     started = time.perf_counter()
     if config.mode == "incremental":
-        added = _featurize_new(spark, config, images, backbone, root=root, run_id=manifest["run_id"])
+        added = _featurize_new(spark, config, images, backbone, empty, root=root, run_id=manifest["run_id"])
     else:
         tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, input_files)
         featurize(images, backbone, tasks, config.batch_size).write.parquet(f"{root}/{FEATURES}")
+        if empty:
+            empty_file_rows(spark, empty).write.mode("append").parquet(f"{root}/{FEATURES}")
         added = input_files
     counts = (
         spark.read.parquet(output.literal_path(f"{root}/{FEATURES}"))
@@ -123,7 +135,14 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
 
 
 def _featurize_new(
-    spark: SparkSession, config: Config, images: DataFrame, backbone: engines.Backbone, *, root: str, run_id: str
+    spark: SparkSession,
+    config: Config,
+    images: DataFrame,
+    backbone: engines.Backbone,
+    empty: list[str],
+    *,
+    root: str,
+    run_id: str,
 ) -> int:
     """--mode incremental: featurize only images not in <root>/features with the
     same path, size and modification time, and commit them in chunks of
@@ -143,6 +162,13 @@ def _featurize_new(
         changed = done.select("path").where(F.col("path").isin(paths))
         if not changed.isEmpty():
             _drop_rows_of_changed_files(spark, root, run_id, changed)
+        if empty:
+            recorded = {row["path"] for row in done.select("path").where(F.col("path").isin(empty)).collect()}
+            empty = [path for path in empty if path not in recorded]
+    if empty:  # no bytes to featurize: their error rows are one small commit
+        staging = f"{root}/{STAGING}/{run_id}-empty"
+        empty_file_rows(spark, empty).write.parquet(staging)
+        output.move_data_files(spark, staging, features_uri)
     chunks = [paths[start : start + config.commit_every] for start in range(0, len(paths), config.commit_every)]
     print(f"fruits: {len(paths)} new or changed images, {len(chunks)} commit(s)", file=sys.stderr)
     for number, chunk in enumerate(chunks, 1):
@@ -153,7 +179,7 @@ def _featurize_new(
         output.delete(spark, staging)
         print(f"fruits: committed {number}/{len(chunks)} ({len(chunk)} images)", file=sys.stderr)
     output.delete(spark, f"{root}/{STAGING}")  # also what a killed run left there
-    return len(paths)
+    return len(paths) + len(empty)
 
 
 def _drop_rows_of_changed_files(spark: SparkSession, root: str, run_id: str, changed: DataFrame) -> None:

@@ -192,12 +192,6 @@ CASES = [
 ]
 GOOD_COUNT = sum(case.error is None for case in CASES)
 FAILED_COUNT = len(CASES) - GOOD_COUNT
-SPARK_SKIPS_EMPTY_FILES = pytest.mark.xfail(
-    strict=True,
-    reason="Spark's file scan drops 0-byte files (PartitioningAwareFileIndex.listFiles keeps getLen > 0) "
-    "while DataFrame.inputFiles() lists them: fruits/pipeline.py counts the file in input_files, "
-    "but it gets no row, so no 'empty file' error and input_files > featurized + failed",
-)
 IGNORED = {  # not .jpg/.jpeg/.png: never read, no row, not counted
     "notes.txt": f"Training/{POMME}/notes.txt",
     ".DS_Store": "Test/Broken/.DS_Store",
@@ -258,7 +252,6 @@ def test_manifest_counts_image_files_only_and_each_row_is_featurized_or_failed(h
     assert set(hostile_run.rows) <= {str(hostile_run.corpus / case.path) for case in CASES}
 
 
-@SPARK_SKIPS_EMPTY_FILES
 def test_every_counted_file_has_a_row(hostile_run):
     manifest = hostile_run.manifest
     assert manifest["input_files"] == manifest["featurized"] + manifest["failed"] == len(hostile_run.rows)
@@ -268,7 +261,7 @@ def test_every_counted_file_has_a_row(hostile_run):
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(case, marks=SPARK_SKIPS_EMPTY_FILES if case is EMPTY_CASE else (), id=case.kind) for case in CASES],
+    [pytest.param(case, id=case.kind) for case in CASES],
 )
 def test_each_file_gets_its_expected_outcome(hostile_run, case):
     row = hostile_run.row(case)

@@ -23,15 +23,16 @@ def paths_and_sizes(spark, out: Path) -> list[tuple[str, int]]:
 def test_a_second_incremental_run_does_no_work(spark, weights, tmp_path):
     images, out = tmp_path / "images", tmp_path / "out"
     shutil.copytree(SAMPLE, images)
+    (images / "Test" / "Synthetic Grape" / "empty.jpg").write_bytes(b"")  # Spark's scan skips 0-byte files
     args = ("run", "--input", images, "--output", out, "--weights", weights, "--mode", "incremental")
     assert main_run(*args, "--commit-every", "10") == 0
     first = manifest_of(out)
-    assert (first["added"], first["featurized"], first["failed"]) == (36, 36, 0)
+    assert (first["input_files"], first["added"], first["featurized"], first["failed"]) == (37, 37, 36, 1)
     features_before = sorted(p.name for p in (out / "features").iterdir())
 
     assert main_run(*args) == 0
     second = manifest_of(out)
-    assert (second["added"], second["featurized"], second["pca_k"]) == (0, 36, first["pca_k"])
+    assert (second["added"], second["featurized"], second["failed"], second["pca_k"]) == (0, 36, 1, first["pca_k"])
     assert second["seconds"]["pca"] == 0.0
     assert sorted(p.name for p in (out / "features").iterdir()) == features_before
     assert not (out / "_staging").exists()
