@@ -20,8 +20,15 @@ def literal_path(uri: str) -> str:
 
 
 def read_parquet(spark: SparkSession, root: str, name: str):
-    """A result folder of a run (``features``, ``pca``) as a DataFrame."""
-    return spark.read.parquet(literal_path(f"{to_uri(root)}/{name}"))
+    """A result folder of a finished run (``features``, ``pca``) as a DataFrame.
+
+    A run withdraws the manifest before it changes any result and writes it
+    last, so without one the folders may be half-written: refused.
+    """
+    uri = to_uri(root)
+    if not exists(spark, f"{uri}/{MANIFEST}"):
+        raise ConfigError(f"{root} has no {MANIFEST}: a run is still writing there, or did not finish")
+    return spark.read.parquet(literal_path(f"{uri}/{name}"))
 
 
 def _fs_path(spark: SparkSession, uri: str):
@@ -93,6 +100,11 @@ def read_text(spark: SparkSession, uri: str) -> str:
 def read_manifest(spark: SparkSession, output: str) -> dict:
     uri = f"{output}/{MANIFEST}"
     return json.loads(read_text(spark, uri)) if exists(spark, uri) else {}
+
+
+def withdraw_manifest(spark: SparkSession, output: str) -> None:
+    """Remove the manifest before a run changes the results it describes."""
+    delete(spark, f"{output}/{MANIFEST}")
 
 
 def write_manifest(spark: SparkSession, output: str, manifest: dict) -> None:

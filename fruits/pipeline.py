@@ -95,6 +95,7 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         precision=config.precision,
         calibration=calibration,
     )
+    output.withdraw_manifest(spark, root)
     if config.mode == "overwrite":
         _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
 
@@ -103,9 +104,10 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         added = _featurize_new(spark, config, images, backbone, empty, root=root, run_id=manifest["run_id"])
     else:
         tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, input_files)
-        featurize(images, backbone, tasks, config.batch_size).write.parquet(f"{root}/{FEATURES}")
+        rows = featurize(images, backbone, tasks, config.batch_size)
         if empty:
-            empty_file_rows(spark, empty).write.mode("append").parquet(f"{root}/{FEATURES}")
+            rows = rows.unionByName(empty_file_rows(spark, empty))
+        rows.write.parquet(f"{root}/{FEATURES}")  # one job: _SUCCESS marks it whole
         added = input_files
     counts = (
         spark.read.parquet(output.literal_path(f"{root}/{FEATURES}"))
@@ -197,6 +199,7 @@ def pca_stage(spark: SparkSession, config: Config, root: str, manifest: dict) ->
     features_uri = f"{root}/{FEATURES}"
     if not output.exists(spark, features_uri):
         raise ConfigError(f"no features at {features_uri}: run `fruits featurize` first")
+    output.withdraw_manifest(spark, root)
     _prepare(spark, root, PCA_OUTPUTS, config.mode)
 
     started = time.perf_counter()
@@ -255,8 +258,9 @@ def run_all(spark: SparkSession, config: Config) -> dict:
     """Featurize then PCA; the manifest is written last, once both succeeded."""
     started = time.perf_counter()
     manifest = new_manifest(spark, config)
+    incremental = config.mode == "incremental" and config.output
+    previous = output.read_manifest(spark, to_uri(config.output)) if incremental else {}
     root = featurize_stage(spark, config, manifest)
-    previous = output.read_manifest(spark, root) if config.mode == "incremental" else {}
     if manifest["added"] == 0 and "pca_k" in previous:  # nothing new: keep the PCA as it is
         manifest.update({key: previous[key] for key in PCA_MANIFEST_KEYS if key in previous})
         manifest["seconds"]["pca"] = 0.0
