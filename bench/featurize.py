@@ -52,10 +52,14 @@ WEIGHTS = os.environ.get(
 
 
 def pick_images(count: int, target: Path) -> Path:
+    """Copy ``count`` real images, spread evenly over the data set, into target;
+    past the data set's size, files repeat under new names (``<stem>-copyK``)."""
     files = sorted(DATA.rglob("*.jpg"))
-    step = max(1, len(files) // count)
-    for path in files[::step][:count]:
+    for index in range(count):
+        path = files[index * len(files) // count] if count <= len(files) else files[index % len(files)]
         copy = target / path.relative_to(DATA)
+        if count > len(files) and index >= len(files):
+            copy = copy.with_name(f"{copy.stem}-copy{index // len(files)}{copy.suffix}")
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, copy)
     return target
