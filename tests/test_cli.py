@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,33 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(capsys, tmp_path, 
     out = tmp_path / "out"
     code, _, err = run_cli(capsys, "run", "--input", SAMPLE, "--output", out, *args)
     assert_usage_error(code, err, fragment)
+    assert not out.exists()
+
+
+def test_a_user_error_is_one_line_from_the_console_script_too(tmp_path, weights):
+    """A fresh JVM starts here: its start-up notices must not bury the error."""
+    out = tmp_path / "out"
+    command = [Path(sys.executable).with_name("fruits"), "featurize", "--input", tmp_path / "nope", "--output", out]
+    result = subprocess.run([*command, "--weights", weights], check=False, capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (2, f"fruits featurize: error: input not found: {tmp_path / 'nope'}\n")
+    assert not out.exists()
+
+
+def test_no_java_exits_2_before_starting_spark(tmp_path):
+    out = tmp_path / "out"
+    command = [Path(sys.executable).with_name("fruits"), "run", "--input", SAMPLE, "--output", out]
+    environment = {key: value for key, value in os.environ.items() if key != "JAVA_HOME"} | {"PATH": str(tmp_path)}
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=environment)
+    assert result.returncode == 2
+    assert result.stderr == "fruits run: error: Java not found: Spark needs Java 17 (install it, or set JAVA_HOME)\n"
+    assert not out.exists()
+
+
+def test_unknown_uri_scheme_exits_2(spark, capsys, tmp_path, weights):
+    out = tmp_path / "out"
+    source = "nosuch://bucket/images"
+    code, _, err = run_cli(capsys, "featurize", "--input", source, "--output", out, "--weights", weights)
+    assert_usage_error(code, err, 'No FileSystem for scheme "nosuch"')
     assert not out.exists()
 
 
