@@ -43,11 +43,12 @@ STAGING = "_staging"  # chunks being written (ignored by readers: leading unders
 
 
 def _prepare(spark: SparkSession, root: str, names: tuple[str, ...], mode: str) -> None:
-    """Refuse existing results (mode error) or remove them (mode overwrite).
-    Only the project's own result names are removed, never other files."""
+    """Refuse existing results (mode error), or withdraw the manifest, then remove
+    them. Only the project's own result names are removed, never other files."""
     existing = [name for name in names if output.exists(spark, f"{root}/{name}")]
     if existing and mode == "error":
         raise ConfigError(f"output already exists: {root}/{existing[0]} (use --mode overwrite to replace it)")
+    output.withdraw_manifest(spark, root)
     for name in existing:
         output.delete(spark, f"{root}/{name}")
 
@@ -95,9 +96,10 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         precision=config.precision,
         calibration=calibration,
     )
-    output.withdraw_manifest(spark, root)
     if config.mode == "overwrite":
         _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
+    else:  # error: nothing there yet; incremental: features/ changes in place
+        output.withdraw_manifest(spark, root)
 
     started = time.perf_counter()
     if config.mode == "incremental":
@@ -199,13 +201,11 @@ def pca_stage(spark: SparkSession, config: Config, root: str, manifest: dict) ->
     features_uri = f"{root}/{FEATURES}"
     if not output.exists(spark, features_uri):
         raise ConfigError(f"no features at {features_uri}: run `fruits featurize` first")
-    output.withdraw_manifest(spark, root)
-    _prepare(spark, root, PCA_OUTPUTS, config.mode)
-
     started = time.perf_counter()
     features = spark.read.parquet(output.literal_path(features_uri))
     if features.where(F.col("features").isNotNull()).isEmpty():
         raise ConfigError(f"no image in {features_uri} has features (all failed): nothing to fit")
+    _prepare(spark, root, PCA_OUTPUTS, config.mode)
     fit = fit_pca(features, k=config.pca_k, variance=config.pca_variance, standardize=config.standardize)
     fit.model.write().save(f"{root}/{PCA_MODEL}")
     projected = project(fit.model, features)

@@ -83,10 +83,15 @@ def test_readers_only_ever_see_whole_results(spark, weights, tmp_path):
     assert (final["input_files"], final["featurized"], final["failed"], final["pca_k"]) == (45, 44, 1, 3)
 
 
-def test_reading_results_without_a_manifest_is_refused(spark, weights, tmp_path):
+def test_a_refused_run_keeps_the_manifest_and_reading_without_one_is_refused(spark, weights, tmp_path, capsys):
     out = tmp_path / "out"
     assert main_run("featurize", "--input", SAMPLE, "--output", out, "--weights", weights) == 0
-    assert read_parquet(spark, str(out), "features").count() == 36
+    assert main_run("pca", "--input", out, "--pca-k", "3") == 0
+    manifest = (out / "manifest.json").read_text()
+    assert main_run("pca", "--input", out, "--pca-k", "4") == 2  # pca/ exists and --mode is error
+    assert "output already exists" in capsys.readouterr().err
+    assert (out / "manifest.json").read_text() == manifest
+    assert read_parquet(spark, str(out), "pca").count() == 36
     (out / "manifest.json").unlink()
     with pytest.raises(ConfigError, match=r"no manifest\.json: a run is still writing there"):
         read_parquet(spark, str(out), "features")
