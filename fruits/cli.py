@@ -121,15 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     pca.add_argument("--input", required=True, help="an output folder or URI of `fruits featurize`")
     for sub in (run, pca):
         _pca_options(sub)
-    for sub in (run, featurize, pca):
-        sub.add_argument(
-            "--mode",
-            choices=MODES,
-            default=DEFAULTS.mode,
-            help="error: refuse existing results; overwrite: replace them; incremental: featurize only "
-            "images not yet in <output>/features (same path, size, time), then refit the PCA if any were "
-            "added; a killed run resumes where it stopped (default: %(default)s)",
-        )
+    incremental = (
+        "incremental: featurize only images not yet in <output>/features (same path, size, time) and drop "
+        "the rows of files changed or gone; a killed run resumes where it stopped"
+    )
+    mode_help = {
+        run: f"error: refuse existing results; overwrite: replace them; {incremental}, and the PCA is refit "
+        "if anything changed",
+        featurize: f"error: refuse existing results; overwrite: replace them; {incremental}",
+        pca: "error: refuse an existing PCA; overwrite or incremental: fit it again",
+    }
+    for sub, text in mode_help.items():
+        sub.add_argument("--mode", choices=MODES, default=DEFAULTS.mode, help=f"{text} (default: %(default)s)")
         _spark_options(sub)
     s3.add_commands(commands)
     emr.add_commands(commands)

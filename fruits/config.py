@@ -78,6 +78,8 @@ class Config:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision == "int8" and self.engine != "onnx":
             raise ConfigError("--precision int8 needs --engine onnx")
+        if self.precision == "int8" and self.mode == "incremental":
+            raise ConfigError("--precision int8 calibrates on each run's input, so --mode incremental cannot add to it")
         if not 0.0 < self.pca_variance <= 1.0:
             raise ConfigError(f"--pca-variance must be in (0, 1], got {self.pca_variance}")
         if self.pca_k is not None and self.pca_k < 1:

@@ -56,8 +56,9 @@ def delete(spark: SparkSession, uri: str) -> None:
 
 
 def write_text(spark: SparkSession, uri: str, text: str) -> None:
-    """Write a whole file: a reader sees the old text or the new, never half of it
-    (written beside, then renamed over; on S3 an object PUT is atomic anyway)."""
+    """Write a whole file: a reader sees a whole file or none, never half of one
+    (written beside, then renamed into place once the old file is deleted, as
+    Hadoop's rename does not replace; on S3 an object PUT is atomic anyway)."""
     fs, path = _fs_path(spark, uri)
     partial = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(f"{uri}.partial")
     stream = fs.create(partial, True)

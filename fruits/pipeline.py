@@ -7,6 +7,7 @@ argument or input leaves no partial output behind.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import sys
 import time
@@ -35,10 +36,12 @@ PCA = "pca"
 PCA_MODEL = "pca_model"
 VARIANCE_CSV = "explained_variance.csv"
 PCA_CSV = "pca_csv"
-FEATURIZE_OUTPUTS = (FEATURES, output.MANIFEST)
+FEATURIZE_OUTPUTS = (FEATURES,)
+MODEL_FILE = "_model.json"  # in features/: the weights that made them (readers skip "_" files)
 CALIBRATION_IMAGES = 256  # int8 calibration sample, spread over the input
 PCA_OUTPUTS = (PCA, PCA_MODEL, VARIANCE_CSV, PCA_CSV)
 PCA_MANIFEST_KEYS = ("pca_k", "explained_variance", "pca_variance_target", "pca_standardized")
+PCA_PARAMETERS = ("pca_k", "pca_variance", "standardize", "csv")
 STAGING = "_staging"  # chunks being written (ignored by readers: leading underscore)
 
 
@@ -96,6 +99,8 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         precision=config.precision,
         calibration=calibration,
     )
+    model = {"model": MODEL_NAME, "weights_sha256": weights_sha256, "precision": backbone.precision}
+    done = _features_to_add_to(spark, root, model) if config.mode == "incremental" else None
     if config.mode == "overwrite":
         _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
     else:  # error: nothing there yet; incremental: features/ changes in place
@@ -103,7 +108,7 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
 
     started = time.perf_counter()
     if config.mode == "incremental":
-        added = _featurize_new(spark, config, images, backbone, empty, root=root, run_id=manifest["run_id"])
+        added = _featurize_new(spark, config, images, backbone, empty, done=done, root=root, run_id=manifest["run_id"])
     else:
         tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, input_files)
         rows = featurize(images, backbone, tasks, config.batch_size)
@@ -111,6 +116,7 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
             rows = rows.unionByName(empty_file_rows(spark, empty))
         rows.write.parquet(f"{root}/{FEATURES}")  # one job: _SUCCESS marks it whole
         added = input_files
+    output.write_text(spark, f"{root}/{FEATURES}/{MODEL_FILE}", json.dumps(model, sort_keys=True))
     counts = (
         spark.read.parquet(output.literal_path(f"{root}/{FEATURES}"))
         .agg(F.count("features").alias("featurized"), F.count("error").alias("failed"))
@@ -138,6 +144,21 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
     return root
 
 
+def _features_to_add_to(spark: SparkSession, root: str, model: dict) -> DataFrame | None:
+    """--mode incremental: the features already in <root>, checked before anything
+    changes: they must carry file sizes and times, and come from the same weights."""
+    features_uri = f"{root}/{FEATURES}"
+    if not output.exists(spark, features_uri):
+        return None
+    done = spark.read.parquet(output.literal_path(features_uri))
+    if not {"size", "modified"} <= set(done.columns):
+        raise ConfigError(f"{features_uri} was written without file sizes and times; use --mode overwrite once")
+    model_uri = f"{features_uri}/{MODEL_FILE}"
+    if output.exists(spark, model_uri) and json.loads(output.read_text(spark, model_uri)) != model:
+        raise ConfigError(f"{features_uri} was made with other weights or precision; use --mode overwrite")
+    return done
+
+
 def _featurize_new(
     spark: SparkSession,
     config: Config,
@@ -145,30 +166,29 @@ def _featurize_new(
     backbone: engines.Backbone,
     empty: list[str],
     *,
+    done: DataFrame | None,
     root: str,
     run_id: str,
 ) -> int:
-    """--mode incremental: featurize only images not in <root>/features with the
-    same path, size and modification time, and commit them in chunks of
+    """--mode incremental: featurize only images not in ``done`` (<root>/features)
+    with the same path, size and modification time, drop the rows of files
+    changed, deleted or emptied since, and commit the new rows in chunks of
     config.commit_every images. A chunk is written aside, then its files are
     moved into features/ one by one: whatever a killed run committed counts as
     done, so a rerun adds every image exactly once. Returns how many were added."""
     features_uri = f"{root}/{FEATURES}"
     listing = images.select("path", "size", "modified")
     todo = listing
-    if output.exists(spark, features_uri):
-        done = spark.read.parquet(output.literal_path(features_uri))
-        if not {"size", "modified"} <= set(done.columns):
-            raise ConfigError(f"{features_uri} was written without file sizes and times; use --mode overwrite once")
-        todo = listing.join(done.select("path", "size", "modified"), ["path", "size", "modified"], "left_anti")
+    if done is not None:  # everything read from it is collected before it is rewritten
+        known = ["path", "size", "modified"]
+        todo = listing.join(done.select(known), known, "left_anti")
     paths = sorted(row["path"] for row in todo.select("path").collect())
-    if todo is not listing:
-        changed = done.select("path").where(F.col("path").isin(paths))
-        if not changed.isEmpty():
-            _drop_rows_of_changed_files(spark, root, run_id, changed)
-        if empty:
-            recorded = {row["path"] for row in done.select("path").where(F.col("path").isin(empty)).collect()}
-            empty = [path for path in empty if path not in recorded]
+    if done is not None:
+        recorded_empty = F.col("path").isin(empty) & (F.col("size") == 0)
+        empty = sorted(set(empty) - {row["path"] for row in done.where(recorded_empty).select("path").collect()})
+        stale = done.select(known).join(listing, known, "left_anti").where(~recorded_empty)
+        if not stale.isEmpty():
+            _drop_rows(spark, root, run_id, stale.select("path"))
     if empty:  # no bytes to featurize: their error rows are one small commit
         staging = f"{root}/{STAGING}/{run_id}-empty"
         empty_file_rows(spark, empty).write.parquet(staging)
@@ -180,17 +200,17 @@ def _featurize_new(
         tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, len(chunk))
         featurize(read_image_files(spark, chunk), backbone, tasks, config.batch_size).write.parquet(staging)
         output.move_data_files(spark, staging, features_uri)
-        output.delete(spark, staging)
         print(f"fruits: committed {number}/{len(chunks)} ({len(chunk)} images)", file=sys.stderr)
     output.delete(spark, f"{root}/{STAGING}")  # also what a killed run left there
     return len(paths) + len(empty)
 
 
-def _drop_rows_of_changed_files(spark: SparkSession, root: str, run_id: str, changed: DataFrame) -> None:
-    """Rewrite features/ without the rows of files changed since they were featurized."""
+def _drop_rows(spark: SparkSession, root: str, run_id: str, paths: DataFrame) -> None:
+    """Rewrite features/ without the rows of ``paths`` (files changed, deleted or
+    emptied since they were featurized)."""
     features_uri = f"{root}/{FEATURES}"
     kept = f"{root}/{STAGING}/{run_id}-kept"
-    spark.read.parquet(output.literal_path(features_uri)).join(changed, "path", "left_anti").write.parquet(kept)
+    spark.read.parquet(output.literal_path(features_uri)).join(paths, "path", "left_anti").write.parquet(kept)
     output.delete(spark, features_uri)
     output.move_data_files(spark, kept, features_uri)
     output.delete(spark, kept)
@@ -232,6 +252,8 @@ def pca_stage(spark: SparkSession, config: Config, root: str, manifest: dict) ->
 def run_featurize(spark: SparkSession, config: Config) -> dict:
     manifest = new_manifest(spark, config)
     root = featurize_stage(spark, config, manifest)
+    for name in PCA_OUTPUTS:  # incremental: a PCA of the earlier features would outlive them
+        output.delete(spark, f"{root}/{name}")
     manifest["seconds"]["total"] = manifest["seconds"]["featurize"]
     output.write_manifest(spark, root, manifest)
     return manifest
@@ -261,7 +283,8 @@ def run_all(spark: SparkSession, config: Config) -> dict:
     incremental = config.mode == "incremental" and config.output
     previous = output.read_manifest(spark, to_uri(config.output)) if incremental else {}
     root = featurize_stage(spark, config, manifest)
-    if manifest["added"] == 0 and "pca_k" in previous:  # nothing new: keep the PCA as it is
+    same_pca = all(previous.get("parameters", {}).get(name) == getattr(config, name) for name in PCA_PARAMETERS)
+    if manifest["added"] == 0 and "pca_k" in previous and same_pca:  # nothing new: keep the PCA as it is
         manifest.update({key: previous[key] for key in PCA_MANIFEST_KEYS if key in previous})
         manifest["seconds"]["pca"] = 0.0
     else:

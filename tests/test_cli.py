@@ -50,6 +50,7 @@ def test_every_command_has_help(capsys, command):
         (["--engine", "tensorrt"], "invalid choice"),
         (["--precision", "fp16"], "invalid choice"),
         (["--engine", "keras", "--precision", "int8"], "--precision int8 needs --engine onnx"),
+        (["--mode", "incremental", "--precision", "int8"], "--mode incremental cannot add to it"),
         (["--pca-k", "3", "--pca-variance", "0.9"], "not allowed with"),
     ],
 )

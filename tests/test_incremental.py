@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import pytest
 
 from tests.conftest import SAMPLE
@@ -37,6 +38,29 @@ def test_a_second_incremental_run_does_no_work(spark, weights, tmp_path):
     assert sorted(p.name for p in (out / "features").iterdir()) == features_before
     assert not (out / "_staging").exists()
 
+    assert main_run(*args, "--pca-k", "3") == 0  # nothing new, but other PCA options: refit
+    third = manifest_of(out)
+    assert (third["added"], third["pca_k"]) == (0, 3)
+    assert third["seconds"]["pca"] > 0
+
+
+def test_features_of_other_weights_are_not_added_to(spark, weights, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ("run", "--input", SAMPLE, "--output", out, "--mode", "incremental")
+    assert main_run(*args, "--weights", weights) == 0
+    manifest = (out / "manifest.json").read_text()
+    other = tmp_path / "other.h5"
+    shutil.copy(weights, other)
+    with h5py.File(other, "a") as handle:  # same architecture, other bytes
+        handle.attrs["note"] = "fine-tuned elsewhere"
+    assert main_run(*args, "--weights", other) == 2
+    assert "made with other weights or precision" in capsys.readouterr().err
+    assert (out / "manifest.json").read_text() == manifest  # refused before anything changed
+
+    assert main_run("featurize", *args[1:], "--weights", weights) == 0
+    assert not (out / "pca").exists()  # a PCA of earlier features does not outlive them
+    assert "pca_k" not in manifest_of(out)
+
 
 def test_new_and_changed_images_are_added_once_and_replace_their_old_rows(spark, weights, tmp_path):
     images, out = tmp_path / "images", tmp_path / "out"
@@ -45,19 +69,25 @@ def test_new_and_changed_images_are_added_once_and_replace_their_old_rows(spark,
     assert main_run(*args) == 0
     before = dict(paths_and_sizes(spark, out))
     jpgs = sorted(images.rglob("*.jpg"))
-    changed, template = jpgs[0], jpgs[1]
+    changed, template, deleted, emptied = jpgs[0], jpgs[1], jpgs[2], jpgs[3]
     changed.write_bytes(template.read_bytes())  # other content, other size
     new = changed.with_name("new-image.jpg")
     shutil.copy(template, new)
+    deleted.unlink()
+    emptied.write_bytes(b"")
+    (images / "Test" / "Synthetic Grape" / "empty.jpg").write_bytes(b"")
 
     assert main_run(*args) == 0
     manifest = manifest_of(out)
     after = paths_and_sizes(spark, out)
-    assert (manifest["added"], manifest["featurized"], len(after)) == (2, 37, 37)
-    assert len({path for path, _ in after}) == 37
-    sizes = dict(after)
-    changed_key = next(path for path in sizes if path.endswith(changed.relative_to(images).as_posix()))
-    assert sizes[changed_key] == template.stat().st_size != before[changed_key]
+    assert (manifest["input_files"], manifest["added"], manifest["featurized"], manifest["failed"]) == (37, 4, 35, 2)
+    assert len(after) == len({path for path, _ in after}) == 37
+    sizes = {path.removeprefix("file:"): size for path, size in after}
+    assert sizes[str(changed)] == template.stat().st_size != before["file:" + str(changed)]
+    assert (sizes[str(emptied)], str(deleted) in sizes) == (0, False)
+
+    assert main_run(*args) == 0  # and the 0-byte files are not added twice
+    assert (manifest_of(out)["added"], len(paths_and_sizes(spark, out))) == (0, 37)
 
 
 @pytest.mark.slow
