@@ -917,8 +917,6 @@ def estimate(args) -> dict:
 
 
 def cost(args) -> int:
-    if args.images < 1:
-        raise ConfigError("--images must be positive")
     result = estimate(args)
     table = result["table"]
     lines = [f"{'node':<8} {'type':<11} {'count':>5} {'vCPUs':>6} {'EC2 $/h':>8} {'EMR $/h':>8} {'total $/h':>10}"]
@@ -1012,13 +1010,17 @@ def add_commands(commands) -> None:
     clone_parser.set_defaults(handler=clone)
 
     cost_parser = actions.add_parser("cost", help="estimated hours and list-price cost of featurizing N images")
-    cost_parser.add_argument("--images", type=int, required=True, help="number of images")
+    cost_parser.add_argument("--images", type=argtypes.positive_int, required=True, help="number of images")
     cost_parser.add_argument(
         "--manifest", help="manifest.json of a local run: its images_per_second sets the throughput"
     )
-    cost_parser.add_argument("--vcpus-of-run", type=int, help="cores the manifest's run had, when it does not say")
     cost_parser.add_argument(
-        "--images-per-vcpu-second", type=float, help=f"throughput per vCPU (default {DEFAULT_IMAGES_PER_VCPU_SECOND:g})"
+        "--vcpus-of-run", type=argtypes.positive_int, help="cores the manifest's run had, when it does not say"
+    )
+    cost_parser.add_argument(
+        "--images-per-vcpu-second",
+        type=argtypes.positive_number,
+        help=f"throughput per vCPU (default {DEFAULT_IMAGES_PER_VCPU_SECOND:g})",
     )
     cost_parser.add_argument(
         "--startup-minutes", type=float, default=DEFAULT_STARTUP_MINUTES, help="cluster start-up (default: %(default)s)"

@@ -63,6 +63,7 @@ def new_manifest(spark: SparkSession, config: Config) -> dict:
         "fruits_version": fruits.__version__,
         "spark_version": spark.version,
         "python_version": platform.python_version(),
+        "cores": spark.sparkContext.defaultParallelism,  # for throughput per core (fruits emr cost)
         "parameters": config.as_dict(),
         "seconds": {},
     }

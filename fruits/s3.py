@@ -22,8 +22,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fruits.argtypes import positive_int
 from fruits.aws import AwsTarget, client, error_code, parse_s3_uri, user_errors
 from fruits.config import ConfigError
+from fruits.output import MANIFEST
 
 LAYOUT = ("raw/", "processed/", "code/", "bootstrap/", "logs/", "notebooks/")
 BLOCK_PUBLIC_ACCESS = {
@@ -64,12 +66,7 @@ def init_bucket(bucket: str, target: AwsTarget, kms_key: str | None = None) -> l
             s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=BLOCK_PUBLIC_ACCESS)
             changes.append("blocked all public access")
         rule = encryption_rule(kms_key)
-        try:
-            rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-        except Exception as exc:
-            if error_code(exc) != "ServerSideEncryptionConfigurationNotFoundError":
-                raise
-            rules = []
+        rules = encryption_rules(s3, bucket)
         wanted = rule["ApplyServerSideEncryptionByDefault"]
         if not rules or rules[0].get("ApplyServerSideEncryptionByDefault") != wanted:
             s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [rule]})
@@ -89,14 +86,25 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def same_object(path: Path, remote: dict) -> bool:
-    """Same size, and same MD5 where the ETag is one (single-part, not SSE-KMS)."""
+def same_object(path: Path, remote: dict, *, etag_is_md5: bool = True) -> bool:
+    """Same size, and same MD5 where the ETag is one (single-part, and not
+    encrypted with SSE-KMS, whose ETags are not MD5s)."""
     if path.stat().st_size != remote["Size"]:
         return False
     etag = remote.get("ETag", "").strip('"')
-    if "-" in etag or len(etag) != 32 or remote.get("SSEKMS"):
+    if not etag_is_md5 or "-" in etag or len(etag) != 32:
         return True
     return file_md5(path) == etag
+
+
+def encryption_rules(s3, bucket: str) -> list[dict]:
+    """The bucket's default-encryption rules ([] if it has none)."""
+    try:
+        return s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    except Exception as exc:
+        if error_code(exc) != "ServerSideEncryptionConfigurationNotFoundError":
+            raise
+        return []
 
 
 def list_objects(s3, bucket: str, prefix: str) -> dict[str, dict]:
@@ -111,7 +119,6 @@ def list_objects(s3, bucket: str, prefix: str) -> dict[str, dict]:
 class Transfer:
     """Counts of one upload or download, updated from worker threads."""
 
-    total: int
     done: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
@@ -160,14 +167,16 @@ def upload(local: str, uri: str, target: AwsTarget, workers: int = 16, progress:
     s3 = client("s3", target)
     with user_errors(f"s3 upload to {uri}"):
         existing = list_objects(s3, bucket, prefix)
-    transfer = Transfer(total=len(files))
+        defaults = [rule["ApplyServerSideEncryptionByDefault"] for rule in encryption_rules(s3, bucket)]
+        etag_is_md5 = not any(default["SSEAlgorithm"].startswith("aws:kms") for default in defaults)
+    transfer = Transfer()
 
     def send(path: Path) -> Callable[[], None]:
         key = prefix + path.relative_to(source).as_posix()
 
         def job() -> None:
             remote = existing.get(key)
-            if remote and same_object(path, remote):
+            if remote and same_object(path, remote, etag_is_md5=etag_is_md5):
                 transfer.count(skipped=True)
                 return
             try:
@@ -193,7 +202,7 @@ def download(uri: str, local: str, target: AwsTarget, workers: int = 16, progres
     if not objects:
         raise ConfigError(f"nothing under {uri}")
     destination = Path(local).expanduser()
-    transfer = Transfer(total=len(objects))
+    transfer = Transfer()
 
     def fetch(key: str, item: dict) -> Callable[[], None]:
         path = destination / key[len(prefix) :]
@@ -213,7 +222,11 @@ def download(uri: str, local: str, target: AwsTarget, workers: int = 16, progres
 
         return job
 
-    _run([fetch(key, item) for key, item in objects.items()], transfer, workers, "downloading", progress)
+    manifests = {key for key in objects if key.rsplit("/", 1)[-1] == MANIFEST}
+    data = [fetch(key, item) for key, item in objects.items() if key not in manifests]
+    _run(data, transfer, workers, "downloading", progress)
+    if not transfer.failed:  # a manifest marks complete results: it comes last, and only after all of them
+        _run([fetch(key, objects[key]) for key in sorted(manifests)], transfer, workers, "manifests", progress)
     return transfer
 
 
@@ -237,7 +250,9 @@ def add_commands(commands) -> None:
     download_parser.add_argument("uri", help="s3://BUCKET/PREFIX/")
     download_parser.add_argument("local", help="local folder")
     for parser, handler in ((upload_parser, _upload), (download_parser, _download)):
-        parser.add_argument("--workers", type=int, default=16, help="parallel transfers (default: %(default)s)")
+        parser.add_argument(
+            "--workers", type=positive_int, default=16, help="parallel transfers (default: %(default)s)"
+        )
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         parser.set_defaults(handler=handler)
     for parser in (init, upload_parser, download_parser):

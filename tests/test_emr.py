@@ -460,6 +460,18 @@ def test_cost_needs_the_cores_of_a_run_that_does_not_record_them(capsys, tmp_pat
     assert "x 16 worker vCPUs = 480 images/s" in out
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--images", "0"], "must be >= 1"),
+        (["--images", "10", "--images-per-vcpu-second", "-1"], "must be > 0"),
+        (["--images", "10", "--vcpus-of-run", "0"], "must be >= 1"),
+    ],
+)
+def test_cost_refuses_numbers_that_make_no_sense(capsys, args, fragment):
+    assert_usage_error(*run_cli(capsys, "emr", "cost", *args)[::2], fragment)
+
+
 def test_cost_default_throughput_is_the_conservative_one(capsys):
     code, out, _ = run_cli(capsys, "emr", "cost", "--images", 100, "--region", "us-east-1", "--idle-timeout", 0)
     assert code == 0

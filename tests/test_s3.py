@@ -109,6 +109,48 @@ def test_download_writes_the_prefix_and_skips_what_is_there(moto_endpoint, bucke
     assert "skipped 5 already there" in out
 
 
+def test_a_manifest_is_downloaded_last_and_only_after_all_the_results(moto_endpoint, bucket, tmp_path, capsys):
+    client = s3_client(moto_endpoint)
+    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for key in ("run-1/features/part-0.parquet", "run-1/features/part-1.parquet", "run-1/manifest.json"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"x" * 10)
+    target = tmp_path / "back"
+    (target / "features" / "part-1.parquet").mkdir(parents=True)  # a directory in the way: that file fails
+    code, out, _ = run_cli(capsys, "s3", "download", f"s3://{bucket}/run-1/", target, "--quiet")
+    assert (code, "1 failed" in out) == (1, True)
+    assert (target / "features" / "part-0.parquet").is_file()
+    assert not (target / "manifest.json").exists()  # the local copy is not marked complete
+
+    (target / "features" / "part-1.parquet").rmdir()
+    code, out, _ = run_cli(capsys, "s3", "download", f"s3://{bucket}/run-1/", target, "--quiet")
+    assert (code, out.split(",")[0]) == (0, "downloaded 2 files (0.0 MB)")
+    assert (target / "manifest.json").is_file()
+
+
+def test_kms_etags_are_not_compared_as_md5s(tmp_path):
+    path = tmp_path / "image.jpg"
+    path.write_bytes(b"a" * 100)
+    kms_object = {"Size": 100, "ETag": '"0123456789abcdef0123456789abcdef"'}  # 32 hex digits, not the MD5
+    assert s3.same_object(path, kms_object, etag_is_md5=False)
+    assert not s3.same_object(path, kms_object)
+
+
+def test_upload_to_a_kms_bucket_skips_what_is_there(moto_endpoint, bucket, tmp_path, capsys):
+    s3.init_bucket(bucket, AwsTarget(), kms_key="alias/fruits")
+    make_images(tmp_path / "images", 4)
+    uri = f"s3://{bucket}/raw/demo/"
+    assert run_cli(capsys, "s3", "upload", tmp_path / "images", uri, "--quiet")[0] == 0
+    code, out, _ = run_cli(capsys, "s3", "upload", tmp_path / "images", uri, "--quiet")
+    assert (code, out.strip()) == (0, "uploaded 0 files (0.0 MB), skipped 4 already there")
+
+
+@pytest.mark.parametrize(("args", "fragment"), [(["--workers", "0"], "must be >= 1"), (["--workers", "x"], "not an")])
+def test_bad_transfer_options_exit_2(tmp_path, capsys, args, fragment):
+    code, _, err = run_cli(capsys, "s3", "download", "s3://bucket/run-1/", tmp_path / "x", *args)
+    assert_usage_error(code, err, fragment)
+    assert not (tmp_path / "x").exists()
+
+
 def test_unknown_bucket_is_one_line_and_exit_2(moto_endpoint, tmp_path, capsys):
     make_images(tmp_path / "images", 1)
     code, _, err = run_cli(capsys, "s3", "upload", tmp_path / "images", "s3://no-such-bucket-here/raw/x/", "--quiet")
