@@ -27,7 +27,7 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 from fruits import engines
 from fruits.config import ConfigError
 from fruits.engines import Predict
-from fruits.images import IMAGE_SIZE, decode, preprocess
+from fruits.images import EMPTY_FILE, IMAGE_SIZE, decode, preprocess
 
 FEATURE_DIM = 1280
 MODEL_NAME = "MobileNetV2 (alpha 1.0, 224x224, ImageNet, include_top=False, pooling=avg)"
@@ -77,7 +77,7 @@ def file_sha256(path: Path) -> str:
 def describe_error(content: bytes, exc: Exception) -> str:
     """A short, stable message for an image that could not be decoded."""
     if not content:
-        return "empty file"
+        return EMPTY_FILE
     if isinstance(exc, UnidentifiedImageError):
         return "not a recognized image format"
     return f"{type(exc).__name__}: {exc}"
@@ -196,7 +196,7 @@ def task_count(parallelism: int, images: int) -> int:
 def featurize(images: DataFrame, backbone: engines.Backbone, tasks: int, batch_size: int = 64) -> DataFrame:
     """(path, label, split, size, modified, content) -> (..., features, error).
 
-    The backbone's payload is broadcast once. Tiny files make one small
+    The backbone's payload is broadcast once per call. Tiny files make one small
     partition each; they are merged into at most ``tasks`` partitions.
     """
     broadcast = images.sparkSession.sparkContext.broadcast(backbone.payload)

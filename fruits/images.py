@@ -22,6 +22,8 @@ IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
 # Training/Test; other sets use train/val/validation/test1...).
 SPLIT_PATTERN = r"(?i)^(train(ing)?|test([-_ ]?\w+)?|val(id(ation)?)?|dev)$"
 
+EMPTY_FILE = "empty file"  # the error of a file with no bytes, wherever it is caught
+
 
 def label_and_split(path: Column) -> tuple[Column, Column]:
     """Label = parent folder name as on disk; split = the folder above it if it
@@ -87,7 +89,7 @@ def empty_file_rows(spark: SparkSession, paths: list[str]) -> DataFrame:
         F.lit(0).cast("long").alias("size"),
         F.lit(None).cast("timestamp").alias("modified"),
         F.lit(None).cast("array<float>").alias("features"),
-        F.lit("empty file").alias("error"),
+        F.lit(EMPTY_FILE).alias("error"),
     )
 
 

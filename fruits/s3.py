@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fruits.argtypes import positive_int
-from fruits.aws import AwsTarget, client, error_code, parse_s3_uri, user_errors
+from fruits.aws import AwsTarget, add_aws_options, client, error_code, parse_s3_uri, target_from_args, user_errors
 from fruits.config import ConfigError
 from fruits.output import MANIFEST
 
@@ -232,8 +232,6 @@ def download(uri: str, local: str, target: AwsTarget, workers: int = 16, progres
 
 def add_commands(commands) -> None:
     """`fruits s3 init|upload|download`."""
-    from fruits.aws import add_aws_options
-
     text = "the project's S3 bucket: create it, upload images, download results"
     s3 = commands.add_parser("s3", help=text, description=text)
     actions = s3.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -260,8 +258,6 @@ def add_commands(commands) -> None:
 
 
 def _init(args) -> int:
-    from fruits.aws import target_from_args
-
     changes = init_bucket(args.bucket, target_from_args(args), args.kms_key)
     print("\n".join(changes) if changes else f"s3://{args.bucket} already set up: nothing changed")
     return 0
@@ -273,14 +269,10 @@ def _transfer_result(transfer: Transfer, verb: str) -> int:
 
 
 def _upload(args) -> int:
-    from fruits.aws import target_from_args
-
     transfer = upload(args.local, args.uri, target_from_args(args), args.workers, not args.quiet)
     return _transfer_result(transfer, "uploaded")
 
 
 def _download(args) -> int:
-    from fruits.aws import target_from_args
-
     transfer = download(args.uri, args.local, target_from_args(args), args.workers, not args.quiet)
     return _transfer_result(transfer, "downloaded")

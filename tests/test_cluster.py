@@ -31,6 +31,7 @@ from fruits import engines
 from fruits.config import cache_dir
 from fruits.features import FEATURE_DIM, file_sha256
 from tests.conftest import REAL_CLASSES_STEP, SAMPLE, copy_classes
+from tests.test_pipeline import manifest_of
 
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -248,10 +249,6 @@ def fruits_driver(*args, log: Path) -> subprocess.Popen:
         return subprocess.Popen(
             command, stdout=handle, stderr=subprocess.STDOUT, env=spark_env(), cwd=log.parent, start_new_session=True
         )
-
-
-def manifest_of(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
 
 
 def feature_rows(out: Path) -> list[dict]:
