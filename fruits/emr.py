@@ -506,10 +506,9 @@ def start_cluster(emr, request: dict, fresh_roles: bool) -> str:
         time.sleep(IAM_RETRY_SECONDS)
 
 
-def prepare(args, spec: dict, bucket: str, target: AwsTarget, wheel_dir: Path) -> tuple[dict, bool]:
+def prepare(args, spec: dict, bucket: str, target: AwsTarget, *, cidr: str, wheel_dir: Path) -> tuple[dict, bool]:
     """Everything before run_job_flow: checks, wheel, network, roles, uploads.
     Returns the request and whether IAM roles were just created."""
-    cidr = ssh_cidr(args.ssh_cidr)
     identity = aws.client("sts", target).get_caller_identity()  # fails first without credentials
     s3 = aws.client("s3", target)
     check_bucket(s3, bucket)
@@ -534,7 +533,7 @@ def prepare(args, spec: dict, bucket: str, target: AwsTarget, wheel_dir: Path) -
 
 
 def up(args) -> int:
-    ssh_cidr(args.ssh_cidr)  # before anything else, the dry run included
+    cidr = ssh_cidr(args.ssh_cidr)  # before anything else, the dry run included
     spec = load_spec(args.spec)
     bucket, from_spec = args.bucket, spec_bucket(spec)
     if bucket and from_spec and bucket != from_spec:
@@ -546,9 +545,9 @@ def up(args) -> int:
         values = request_values(bucket, args, "${subnet_id}", "${ssh_security_group}")
         print(json.dumps(build_request(spec, values, args), indent=2))
         return 0
-    target = AwsTarget(region=args.region, endpoint_url=args.endpoint_url)
+    target = aws.target_from_args(args)
     with user_errors(f"emr up on s3://{bucket}"), tempfile.TemporaryDirectory(prefix="fruits-emr-") as tmp:
-        request, fresh_roles = prepare(args, spec, bucket, target, Path(tmp))
+        request, fresh_roles = prepare(args, spec, bucket, target, cidr=cidr, wheel_dir=Path(tmp))
         emr = aws.client("emr", target)
         cluster_id = start_cluster(emr, request, fresh_roles)
         remember(cluster_id, bucket, target.resolved_region)
@@ -838,7 +837,7 @@ def clone_spec(emr, cluster_id: str) -> dict:
 
 
 def clone(args) -> int:
-    target = aws.AwsTarget(region=args.region, endpoint_url=args.endpoint_url)
+    target = aws.target_from_args(args)
     with user_errors(f"emr clone {args.cluster_id}"):
         spec = clone_spec(aws.client("emr", target), args.cluster_id)
     validate_request(spec)
