@@ -7,7 +7,7 @@ OUTPUT ?= out/demo
 NOTEBOOK_OUTPUT ?= out/notebooks
 NOTEBOOKS := 01_local_setup 02_featurization 03_pca
 
-.PHONY: help venv demo test lint format sample clean lab notebooks history
+.PHONY: help venv demo test lint format sample clean lab notebooks history mutation
 
 help:
 	@echo "make demo    set up $(VENV) and run the pipeline on $(INPUT) -> $(OUTPUT)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lab     open JupyterLab on notebooks/"
 	@echo "make notebooks  run 01-03 headless (papermill) on $(INPUT) -> $(NOTEBOOK_OUTPUT)"
 	@echo "make history    start the Spark History Server on local event logs (port 18080)"
+	@echo "make mutation   mutation testing of the modules the README promises (hours; MUTANTS='fruits.pca*' for some)"
 
 $(BIN)/fruits: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +45,7 @@ sample: venv
 	$(BIN)/python -m fruits.sample_data data_sample
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out mutants
 
 lab: venv
 	$(BIN)/jupyter lab --notebook-dir notebooks
@@ -62,3 +63,14 @@ history: venv
 	  from fruits.session import history_server_command as c; print(c(d()))" | sh
 	@echo "Spark History Server: http://localhost:18080 (stop: $(BIN)/python -c 'import pyspark, os; \
 	  print(os.path.dirname(pyspark.__file__))'/sbin/stop-history-server.sh)"
+
+# Not part of CI. mutmut mutates the modules named in pyproject.toml's [tool.mutmut]
+# in a copy (mutants/) and runs, for each mutant, the fast tests that cover it.
+# The data and weights are given as absolute paths, since the tests run in mutants/.
+FRUITS_DATA ?= $(abspath ../shared/data/fruits-360)
+FRUITS_WEIGHTS ?= $(abspath ../shared/models/mobilenet_v2_1.0_224_no_top_reconstructed.h5)
+MUTANTS ?=
+mutation: venv
+	rm -rf mutants
+	FRUITS_DATA="$(FRUITS_DATA)" FRUITS_WEIGHTS="$(FRUITS_WEIGHTS)" $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut results

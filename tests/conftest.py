@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
+import fruits
 from fruits.config import Config
 from fruits.session import get_spark
 
 ROOT = Path(__file__).resolve().parents[1]
+# Spark's Python workers and the console script import `fruits` by name: let them
+# find the copy these tests import (`make mutation` tests a mutated copy in mutants/).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(Path(fruits.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+)
 SAMPLE = ROOT / "data_sample"
 DATA = Path(os.environ.get("FRUITS_DATA", ROOT.parent / "shared" / "data" / "fruits-360"))
 WEIGHTS = Path(

@@ -141,3 +141,34 @@ def test_pca_without_features_exits_2(spark, capsys, tmp_path):
     code, _, err = run_cli(capsys, "pca", "--input", tmp_path)
     assert_usage_error(code, err, "run `fruits featurize` first")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["run", "featurize"])
+def test_a_failure_during_the_work_exits_1_with_one_line(spark, capsys, tmp_path, weights, command):
+    """Spark cannot create the output (its parent is a file): not a usage error, exit 1."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "out"
+    code, stdout, err = run_cli(capsys, command, "--input", SAMPLE, "--output", out, "--weights", weights)
+    assert (code, stdout, err.count("\n")) == (1, "", 1), err
+    assert err.startswith(f"fruits {command}: failed: Py4JJavaError: ")
+    assert err.endswith("(rerun with --debug for details)\n")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_failure_in_the_pca_exits_1_and_leaves_no_manifest(spark, capsys, monkeypatch, tmp_path):
+    out = tmp_path / "out"
+    features = [(f"file:/x/Training/K/{i}.jpg", [float(i), float(i % 3)]) for i in range(6)]
+    spark.createDataFrame(features, "path string, features array<float>").write.parquet(str(out / "features"))
+
+    def broken_fit(*_, **__):
+        raise RuntimeError("eigendecomposition did not converge")
+
+    monkeypatch.setattr("fruits.pipeline.fit_pca", broken_fit)
+    code, stdout, err = run_cli(capsys, "pca", "--input", out, "--pca-k", "1")
+    assert (code, stdout) == (1, "")
+    assert err == (
+        "fruits pca: failed: RuntimeError: eigendecomposition did not converge (rerun with --debug for details)\n"
+    )
+    assert not (out / "manifest.json").exists()
+    assert not (out / "pca").exists()

@@ -24,6 +24,7 @@ from botocore.awsrequest import AWSResponse
 
 from fruits import aws, emr
 from fruits.cli import main
+from tests.iam_policy import allowed
 from tests.test_cli import assert_usage_error, run_cli
 
 BUCKET = "fruits-emr-test"
@@ -31,6 +32,7 @@ CIDR = "203.0.113.7/32"
 KEY = "fruits-key"
 ACCOUNT = "123456789012"  # moto's
 VENV_PYTHON = "/opt/fruits/venv/bin/python"
+BOOTSTRAP_KEY = "bootstrap/install-python-deps.sh"
 
 
 class Recorder:
@@ -72,7 +74,7 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def calls(moto_endpoint, tmp_path_factory):
+def calls(moto_endpoint):
     recorder = Recorder()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(aws, "client", recorder.client)
@@ -81,10 +83,6 @@ def calls(moto_endpoint, tmp_path_factory):
         patch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
         patch.setattr(emr, "POLL_SECONDS", 0.01)
         patch.setattr(emr, "IAM_RETRY_SECONDS", 0.01)
-        if not emr.BOOTSTRAP_SCRIPT.is_file():  # written by another change; its path is the contract
-            stub = tmp_path_factory.mktemp("bootstrap") / "install-python-deps.sh"
-            stub.write_text("#!/bin/bash\nset -euo pipefail\n")
-            patch.setattr(emr, "BOOTSTRAP_SCRIPT", stub)
         yield recorder
 
 
@@ -115,6 +113,7 @@ def cluster(calls, wheel) -> SimpleNamespace:
     assert result.code == 0, result.err
     result.id = result.out.strip()
     result.request = calls.requests[result.id]
+    result.described = boto("emr").describe_cluster(ClusterId=result.id)["Cluster"]  # before any test adds steps
     return result
 
 
@@ -192,7 +191,7 @@ def test_up_sends_bootstrap_configurations_auto_termination_and_log_uri(cluster)
     assert (request["ServiceRole"], request["JobFlowRole"]) == (emr.SERVICE_ROLE, emr.INSTANCE_ROLE)
 
     client = boto("emr")
-    described = client.describe_cluster(ClusterId=cluster.id)["Cluster"]
+    described = cluster.described
     assert described["Status"]["State"] == "WAITING"
     assert described["LogUri"] == f"s3://{BUCKET}/logs/"
     assert described["Configurations"] == request["Configurations"]
@@ -274,6 +273,21 @@ def test_the_instance_role_reaches_only_the_bucket(cluster):
     actions = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
     assert all(action.startswith("s3:") and "*" not in action for action in actions)
     assert {s["Effect"] for s in policy["Statement"]} == {"Allow"}
+    bucket = f"arn:aws:s3:::{BUCKET}"
+    assert allowed(policy, "s3:ListBucket", bucket)
+    for prefix in ("processed", "logs", "notebooks", "jupyter"):  # what steps, clusters and notebooks write
+        for action in ("s3:PutObject", "s3:DeleteObject", "s3:GetObject"):
+            assert allowed(policy, action, f"{bucket}/{prefix}/run1/part-0.parquet"), (action, prefix)
+    for key in ("raw/fruits/Test/Kiwi/1.jpg", "code/emr_step.py", BOOTSTRAP_KEY, "processed", "processedx/a", "x.json"):
+        assert allowed(policy, "s3:GetObject", f"{bucket}/{key}")
+        for action in ("s3:PutObject", "s3:DeleteObject"):  # inputs, code and the bootstrap stay read-only
+            assert not allowed(policy, action, f"{bucket}/{key}"), (action, key)
+    for action in ("s3:DeleteBucket", "s3:PutBucketPolicy", "s3:PutBucketAcl", "s3:PutObjectAcl"):
+        assert not allowed(policy, action, bucket)
+        assert not allowed(policy, action, f"{bucket}/processed/a")
+    for action in ("s3:GetObject", "s3:PutObject", "s3:ListBucket"):  # no other bucket
+        assert not allowed(policy, action, "arn:aws:s3:::another-bucket/processed/a")
+        assert not allowed(policy, action, "arn:aws:s3:::another-bucket")
 
     ec2_trust = iam.get_role(RoleName=emr.INSTANCE_ROLE)["Role"]["AssumeRolePolicyDocument"]
     assert ec2_trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
@@ -355,7 +369,8 @@ def test_run_refuses_local_paths_and_adds_no_step(cluster, capsys):
 
 
 def test_status_shows_state_steps_and_logs(cluster, capsys):
-    cli("emr", "run", "--cluster-id", cluster.id, "--", *FRUITS_ARGS)
+    for _ in range(2):
+        assert cli("emr", "run", "--cluster-id", cluster.id, "--", *FRUITS_ARGS).code == 0
     code, out, _ = run_cli(capsys, "emr", "status", "--cluster-id", cluster.id)
     assert code == 0
     state = boto("emr").describe_cluster(ClusterId=cluster.id)["Cluster"]["Status"]["State"]
@@ -394,8 +409,9 @@ def test_clone_then_up_round_trips_to_the_same_request(cluster, calls, wheel, tm
     assert calls.requests[again.out.strip()] == cluster.request
 
 
-def test_down_terminates_then_refuses_a_terminated_cluster(calls, wheel, capsys):
+def test_down_terminates_then_refuses_a_terminated_cluster(cluster, wheel, capsys):
     started = cli("emr", "up", "--bucket", BUCKET, "--ssh-cidr", CIDR, "--wheel", wheel, "--no-wait")
+    assert started.code == 0, started.err
     cluster_id = started.out.strip()
     code, out, _ = run_cli(capsys, "emr", "down")  # the remembered cluster
     assert code == 0

@@ -2,7 +2,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from pyspark.sql import functions as F
 
 from fruits.images import IMAGE_SIZE, decode, inventory, label_and_split, limit_per_class, preprocess, read_images
@@ -53,9 +53,17 @@ def test_decode_gives_upright_rgb_at_model_size():
     assert (pixels == 128).all()
 
 
-@pytest.mark.parametrize("content", [b"", b"definitely not an image", _jpeg("red")[:200]])
-def test_decode_raises_on_unreadable_bytes(content):
-    with pytest.raises(Exception):  # noqa: B017, PT011 - Pillow raises several types
+@pytest.mark.parametrize(
+    ("content", "error", "message"),
+    [
+        (b"", UnidentifiedImageError, "cannot identify image file"),
+        (b"definitely not an image", UnidentifiedImageError, "cannot identify image file"),
+        (_jpeg("red")[:200], OSError, "Truncated File Read"),
+        (_jpeg("red")[:-10], OSError, "image file is truncated"),
+    ],
+)
+def test_decode_raises_on_unreadable_bytes(content, error, message):
+    with pytest.raises(error, match=message):
         decode(content)
 
 

@@ -69,8 +69,10 @@ def test_new_and_changed_images_are_added_once_and_replace_their_old_rows(spark,
     assert main_run(*args) == 0
     before = dict(paths_and_sizes(spark, out))
     jpgs = sorted(images.rglob("*.jpg"))
-    changed, template, deleted, emptied = jpgs[0], jpgs[1], jpgs[2], jpgs[3]
+    changed, template, deleted, emptied, touched = jpgs[:5]
     changed.write_bytes(template.read_bytes())  # other content, other size
+    touched_at = touched.stat().st_mtime + 3600
+    os.utime(touched, (touched_at, touched_at))  # same size, other time: rewritten in place
     new = changed.with_name("new-image.jpg")
     shutil.copy(template, new)
     deleted.unlink()
@@ -80,8 +82,12 @@ def test_new_and_changed_images_are_added_once_and_replace_their_old_rows(spark,
     assert main_run(*args) == 0
     manifest = manifest_of(out)
     after = paths_and_sizes(spark, out)
-    assert (manifest["input_files"], manifest["added"], manifest["featurized"], manifest["failed"]) == (37, 4, 35, 2)
+    assert (manifest["input_files"], manifest["added"], manifest["featurized"], manifest["failed"]) == (37, 5, 35, 2)
     assert len(after) == len({path for path, _ in after}) == 37
+    modified = {
+        row["path"]: row["modified"] for row in read(spark, out / "features").select("path", "modified").collect()
+    }
+    assert modified["file:" + str(touched)].timestamp() == pytest.approx(touched_at, abs=1)
     sizes = {path.removeprefix("file:"): size for path, size in after}
     assert sizes[str(changed)] == template.stat().st_size != before["file:" + str(changed)]
     assert (sizes[str(emptied)], str(deleted) in sizes) == (0, False)

@@ -2,14 +2,27 @@
 
 import csv
 import json
+import platform
+import re
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fruits import engines
-from fruits.features import FEATURE_DIM, BatchBuffers, featurize_contents, file_sha256, read_ahead, task_count
+import fruits
+from fruits import cli, engines
+from fruits.config import Config, package_version
+from fruits.features import (
+    FEATURE_DIM,
+    MODEL_NAME,
+    BatchBuffers,
+    featurize_contents,
+    file_sha256,
+    read_ahead,
+    task_count,
+)
 from fruits.output import literal_path
 from fruits.pca import load_model, project
 from fruits.probe import linear_probe
@@ -47,17 +60,33 @@ def main_run(*argv) -> int:
     return main([str(a) for a in argv])
 
 
-def test_sample_run_manifest_accounts_for_every_file(sample_run, weights):
+def test_sample_run_manifest_accounts_for_every_file(spark, sample_run, weights):
     manifest = manifest_of(sample_run)
     assert manifest["input_files"] == len(SAMPLE_FILES) == 36
-    assert (manifest["featurized"], manifest["failed"]) == (36, 0)
+    assert (manifest["featurized"], manifest["failed"], manifest["added"]) == (36, 0, 36)
     assert manifest["feature_dim"] == FEATURE_DIM
+    assert (manifest["model"], manifest["weights"]) == (MODEL_NAME, str(weights))
     assert manifest["weights_sha256"] == file_sha256(weights)
-    assert manifest["engine"] == "onnx"
-    assert {"onnxruntime", "tf2onnx"} <= set(manifest["engine_versions"])
-    assert manifest["explained_variance"] >= 0.95
-    assert manifest["spark_version"].startswith("3.5.")
+    assert (manifest["engine"], manifest["precision"], manifest["calibration"]) == ("onnx", "fp32", None)
+    assert manifest["engine_versions"]["onnxruntime"] == package_version("onnxruntime")
+    assert manifest["engine_versions"]["tf2onnx"] == package_version("tf2onnx")
+    assert (manifest["input"], manifest["output"]) == (f"file://{SAMPLE}", f"file://{sample_run}")
+    assert (manifest["pca_variance_target"], manifest["pca_standardized"]) == (0.95, False)
+    curve = np.loadtxt(sample_run / "explained_variance.csv", delimiter=",", skiprows=1, usecols=2)
+    assert manifest["explained_variance"] == round(curve[manifest["pca_k"] - 1], 6) >= 0.95
+    assert manifest["spark_version"] == spark.version
+    assert manifest["python_version"] == platform.python_version()
+    assert manifest["fruits_version"] == fruits.__version__
+    assert manifest["cores"] == spark.sparkContext.defaultParallelism == 2
     assert set(manifest["seconds"]) == {"featurize", "pca", "total"}
+    assert manifest["seconds"]["total"] >= manifest["seconds"]["featurize"] + manifest["seconds"]["pca"] - 0.02
+    assert manifest["images_per_second"] == pytest.approx(36 / manifest["seconds"]["featurize"], rel=0.01)
+    defaults = cli.DEFAULTS  # computed when the CLI module is imported
+    expected = Config(
+        input=str(SAMPLE), output=str(sample_run), weights=str(weights), csv=True, event_log_dir=defaults.event_log_dir
+    )
+    assert manifest["parameters"] == expected.as_dict()
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", manifest["run_id"])
 
 
 def test_sample_features_have_one_row_per_file_with_labels(spark, sample_run):
@@ -244,6 +273,20 @@ def test_read_ahead_yields_every_item_in_order_one_ahead():
         seen.append(item)
         assert len(consumed) <= item + 3  # at most one queued and one being read
     assert seen == [0, 1, 2, 3, 4]
+
+
+def test_read_ahead_reads_the_next_item_while_the_consumer_works():
+    second_read = threading.Event()
+
+    def source():
+        yield 0
+        second_read.set()
+        yield 1
+
+    items = read_ahead(source())
+    assert next(items) == 0
+    assert second_read.wait(5)  # read while the consumer still holds item 0
+    assert list(items) == [1]
 
 
 def test_read_ahead_raises_the_source_error_in_the_consumer():

@@ -1,6 +1,7 @@
 import io
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,15 +44,34 @@ def test_config_from_params_ignores_none_and_rejects_unknown_names():
         Config.from_params(pca_varianse=0.9)
 
 
-def test_spark_progress_reports_running_stages(spark):
-    out = io.StringIO()
+class SignallingStream(io.StringIO):
+    """Creates ``signal`` once a stage line has been written."""
 
-    def slow(rows):
-        time.sleep(0.6)
+    def __init__(self, signal: Path) -> None:
+        super().__init__()
+        self.signal = signal
+
+    def write(self, text: str) -> int:
+        if ": stage " in text:
+            self.signal.touch()
+        return super().write(text)
+
+
+def test_spark_progress_reports_running_stages(spark, tmp_path):
+    """The tasks wait until the reporter has shown their stage, so the test does
+    not race a sleep against the polling interval."""
+    signal = tmp_path / "reported"
+    out = SignallingStream(signal)
+
+    def wait_for_report(rows):
+        deadline = time.monotonic() + 60
+        while not signal.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         return rows
 
     with spark_progress(spark, "demo", every=0.2, out=out):
-        spark.sparkContext.parallelize(range(4), 2).mapPartitions(slow).count()
+        spark.sparkContext.parallelize(range(4), 2).mapPartitions(wait_for_report).count()
     lines = out.getvalue().splitlines()
+    assert signal.exists()
     assert any(line.startswith("demo: stage ") and "/2 tasks" in line for line in lines)
     assert lines[-1].startswith("demo: done in ")

@@ -28,7 +28,8 @@ def parquet_rows(folder: Path) -> int:
 
 def look(out: Path) -> tuple[tuple, bool] | None:
     """One reader's look: (which result: run id and PCA k, do the folders match
-    the manifest?), or None when there is no manifest or it changed meanwhile."""
+    the manifest?), or None when there is no manifest or it changed meanwhile.
+    A manifest that is there but does not parse is a torn write: a mismatch."""
     try:
         before = (out / "manifest.json").read_text()
         manifest = json.loads(before)
@@ -36,8 +37,10 @@ def look(out: Path) -> tuple[tuple, bool] | None:
         pca = parquet_rows(out / "pca") if "pca_k" in manifest else None
         if (out / "manifest.json").read_text() != before:
             return None
-    except (FileNotFoundError, json.JSONDecodeError):
+    except FileNotFoundError:
         return None
+    except json.JSONDecodeError:
+        return ("torn manifest", None), False
     matches = features == manifest["input_files"] and pca in (None, manifest["featurized"])
     return (manifest["run_id"], manifest.get("pca_k")), matches
 
@@ -78,7 +81,8 @@ def test_readers_only_ever_see_whole_results(spark, weights, tmp_path):
     looks = [entry for entry in reader.looks if entry is not None]
     assert [entry for entry in looks if not entry[1]] == []
     assert len({result for result, _ in looks}) == 4  # every run's result was seen whole
-    assert reader.looks.count(None) > 0  # and the reader also looked while runs were writing
+    first_result = next(i for i, entry in enumerate(reader.looks) if entry is not None)
+    assert None in reader.looks[first_result:]  # the reader also looked while later runs were writing
     final = json.loads((out / "manifest.json").read_text())
     assert (final["input_files"], final["featurized"], final["failed"], final["pca_k"]) == (45, 44, 1, 3)
 
