@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# EMR bootstrap action: a dedicated Python 3.11 venv with the pinned stack
-# (requirements.txt) and the project's wheel, on every node, before EMR installs
-# its applications. Spark uses it through the cluster configuration
+# EMR bootstrap action: a dedicated Python 3.11 venv with the nodes' lean stack
+# (requirements-emr.lock: hash-pinned, wheels only, x86_64 and Graviton alike; no
+# TensorFlow, no pyspark: EMR provides Spark) and the project's wheel, on every
+# node, before EMR installs its applications. Spark uses it through the cluster configuration
 # (spark-env: PYSPARK_PYTHON=/opt/fruits/venv/bin/python), not through this script.
 # The system Python's packages are never touched.
 #
 # Usage on EMR:   install-python-deps.sh s3://BUCKET/code/
-#   where the prefix holds requirements.txt and exactly one fruits-*.whl.
+#   where the prefix holds requirements-emr.lock and exactly one fruits-*.whl.
 # Locally:        FRUITS_CODE_DIR=DIR install-python-deps.sh
 #
 # Switches (environment):
@@ -16,7 +17,7 @@
 #   FRUITS_SUDO      privilege command, "" for none  (default sudo)
 #   FRUITS_CODE_DIR  local folder used instead of downloading the s3:// argument
 #
-# A second run with the same requirements.txt, wheel and interpreter only checks
+# A second run with the same lock file, wheel and interpreter only checks
 # the marker file and `import fruits`, then exits 0.
 set -Eeuo pipefail
 umask 022 # the venv, its parents and the log are read by YARN containers' users
@@ -96,7 +97,7 @@ log "start on ${HOSTNAME:-unknown host} as $(id -un): venv $VENV, python $PYTHON
 # Nothing from the caller's Python setup may leak into the venv or pip.
 unset PYTHONPATH PYTHONHOME PYTHONUSERBASE PIP_USER PIP_TARGET PIP_PREFIX VIRTUAL_ENV
 
-# --- the code: requirements.txt and the wheel ---------------------------------
+# --- the code: the lock file and the wheel ---------------------------------------
 if [ -n "$CODE_DIR" ]; then
   [ -d "$CODE_DIR" ] || die "FRUITS_CODE_DIR $CODE_DIR is not a directory"
   log "code from local folder $CODE_DIR"
@@ -105,18 +106,18 @@ else
   SOURCE=$1
   case "$SOURCE" in
     s3://?*) ;;
-    *) die "expected an s3:// prefix holding requirements.txt and fruits-*.whl, got '$SOURCE'" ;;
+    *) die "expected an s3:// prefix holding requirements-emr.lock and fruits-*.whl, got '$SOURCE'" ;;
   esac
   command -v aws >/dev/null || die "the aws CLI is needed to download $SOURCE"
   WORK=$(mktemp -d)
   CODE_DIR=$WORK/code
   log "downloading ${SOURCE%/}/ to $CODE_DIR"
   aws s3 cp --recursive --only-show-errors --exclude '*' \
-    --include requirements.txt --include 'fruits-*.whl' "${SOURCE%/}/" "$CODE_DIR/"
+    --include requirements-emr.lock --include 'fruits-*.whl' "${SOURCE%/}/" "$CODE_DIR/"
 fi
 
-REQUIREMENTS=$CODE_DIR/requirements.txt
-[ -f "$REQUIREMENTS" ] || die "requirements.txt not found in $CODE_DIR"
+REQUIREMENTS=$CODE_DIR/requirements-emr.lock
+[ -f "$REQUIREMENTS" ] || die "requirements-emr.lock not found in $CODE_DIR"
 shopt -s nullglob
 WHEELS=("$CODE_DIR"/fruits-*.whl)
 shopt -u nullglob
@@ -164,9 +165,9 @@ log "creating $VENV with $PYTHON ($PYTHON_VERSION)"
 PIP=("$VENV/bin/python" -m pip --no-input)
 log "upgrading pip"
 "${PIP[@]}" install --progress-bar off --upgrade pip
-log "installing $REQUIREMENTS"
-"${PIP[@]}" install --progress-bar off -r "$REQUIREMENTS"
-log "installing ${WHEEL##*/} (--no-deps: requirements.txt pins the stack)"
+log "installing $REQUIREMENTS (wheels only, every file checked against its hash)"
+"${PIP[@]}" install --progress-bar off --only-binary=:all: --require-hashes -r "$REQUIREMENTS"
+log "installing ${WHEEL##*/} (--no-deps: the lock pins the stack)"
 "${PIP[@]}" install --progress-bar off --no-deps "$WHEEL"
 log "checking that the installed requirements are consistent"
 "${PIP[@]}" check
@@ -174,8 +175,8 @@ log "checking that the installed requirements are consistent"
 # --- verify, open to YARN's users, mark done --------------------------------------
 log "verifying imports"
 "$VENV/bin/python" -I -c '
-import fruits, onnxruntime, pyspark, tensorflow
-for module in (fruits, tensorflow, onnxruntime, pyspark):
+import fruits, numpy, onnxruntime, pandas, PIL, pyarrow
+for module in (fruits, onnxruntime, pyarrow, pandas, numpy, PIL):
     print(f"  {module.__name__} {module.__version__}")
 '
 chmod -R a+rX "$VENV"

@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -23,10 +24,26 @@ def default_weights() -> str:
     return os.environ.get("FRUITS_WEIGHTS", "imagenet")
 
 
+def _can_write(path: str) -> bool:
+    """Whether ``path`` is, or could be made, a writable folder (nothing is made here)."""
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    return os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)
+
+
 def cache_dir() -> str:
-    """The user's cache for fruits: converted models, local event logs."""
+    """The user's cache for fruits: converted models, local event logs.
+
+    Under YARN, HOME is the NodeManager's `yarn.nodemanager.user-home-dir`
+    (default /home/), which the container's user cannot write: the cache then
+    lives in a private folder of the system's temporary directory instead.
+    """
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "fruits")
+    preferred = os.path.join(cache, "fruits")
+    if _can_write(preferred):
+        return preferred
+    return os.path.join(tempfile.gettempdir(), f"fruits-cache-{os.getuid()}")
 
 
 def default_event_log_dir() -> str:
@@ -68,6 +85,7 @@ class Config:
     csv: bool = False
     limit_per_class: int | None = None
     event_log_dir: str = field(default_factory=default_event_log_dir)
+    onnx_model: str | None = None  # a model converted by fruits elsewhere, instead of converting the weights
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -78,6 +96,8 @@ class Config:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision == "int8" and self.engine != "onnx":
             raise ConfigError("--precision int8 needs --engine onnx")
+        if self.onnx_model and self.engine != "onnx":
+            raise ConfigError("--onnx-model needs --engine onnx")
         if self.precision == "int8" and self.mode == "incremental":
             raise ConfigError("--precision int8 calibrates on each run's input, so --mode incremental cannot add to it")
         if not 0.0 < self.pca_variance <= 1.0:

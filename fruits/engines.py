@@ -27,6 +27,7 @@ Predict = Callable[[np.ndarray], np.ndarray]
 # three Conv nodes) stay fp32. Quantizing them costs most of the accuracy
 # (cosine to fp32 0.82 -> 0.98 when kept) for little speed (1.55x -> 1.65x).
 FP32_LEADING_CONVS = 3
+WEIGHTS_SHA256_KEY = "fruits.weights_sha256"  # in the converted model's metadata
 
 
 def import_keras():
@@ -67,18 +68,61 @@ class Backbone:
     calibration: dict | None = None  # int8 only: how the quantization was calibrated
 
 
-def onnx_model(weights_path: Path, weights_sha256: str, cache_dir: Path) -> Path:
+def _onnx_path(weights_sha256: str, cache_dir: Path) -> Path:
+    return cache_dir / f"mobilenet_v2-{weights_sha256[:16]}-{IMAGE_SIZE[0]}-fp32.onnx"
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    """A concurrent run reads a whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
+    partial.write_bytes(content)
+    partial.replace(path)
+
+
+def onnx_model(weights_path: Path | None, weights_sha256: str, cache_dir: Path) -> Path:
     """The Keras model exported to ONNX (tf2onnx), converted once per weights file;
     a cached conversion needs neither Keras nor TensorFlow."""
-    path = cache_dir / f"mobilenet_v2-{weights_sha256[:16]}-{IMAGE_SIZE[0]}-fp32.onnx"
+    path = _onnx_path(weights_sha256, cache_dir)
     if not path.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        if weights_path is None:
+            raise ConfigError(f"no ONNX model for weights {weights_sha256[:16]} in {cache_dir}")
+        import onnx
+
         model = build_keras_model(load_weights(weights_path))
         model.predict_on_batch(np.zeros((1, *IMAGE_SIZE, 3), np.float32))  # export needs a called model
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
-        model.export(str(partial), format="onnx", verbose=False)
-        partial.replace(path)  # atomic: a concurrent run never reads half a file
+        with tempfile.TemporaryDirectory() as scratch:
+            exported = Path(scratch) / "model.onnx"
+            model.export(str(exported), format="onnx", verbose=False)
+            converted = onnx.load(str(exported))
+        onnx.helper.set_model_props(converted, {WEIGHTS_SHA256_KEY: weights_sha256})
+        _write_atomically(path, converted.SerializeToString())
     return path
+
+
+def weights_sha256_of(onnx_bytes: bytes, where: str) -> str:
+    """The Keras weights' SHA-256 recorded in a model converted by `onnx_model`
+    (read with ONNX Runtime: the cluster's nodes have no onnx or TensorFlow)."""
+    import onnxruntime as ort
+
+    try:
+        metadata = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).get_modelmeta()
+    except Exception as exc:
+        raise ConfigError(f"{where} is not an ONNX model: {str(exc).strip().splitlines()[0]}") from None
+    sha256 = metadata.custom_metadata_map.get(WEIGHTS_SHA256_KEY)
+    if not sha256:
+        raise ConfigError(f"{where} was not converted by fruits (no {WEIGHTS_SHA256_KEY} in its metadata)")
+    return sha256
+
+
+def seed_onnx_cache(onnx_bytes: bytes, where: str, cache_dir: Path) -> str:
+    """Put a model converted elsewhere (`fruits emr run` uploads one) where
+    `onnx_model` finds it; returns the weights' SHA-256 it was converted from."""
+    sha256 = weights_sha256_of(onnx_bytes, where)
+    path = _onnx_path(sha256, cache_dir)
+    if not path.exists():
+        _write_atomically(path, onnx_bytes)
+    return sha256
 
 
 def calibration_digest(contents: Sequence[bytes]) -> str:
@@ -142,7 +186,7 @@ def int8_model(fp32_path: Path, contents: Sequence[bytes], digest: str) -> Path:
 
 def prepare(
     engine: str,
-    weights_path: Path,
+    weights_path: Path | None,
     weights_sha256: str,
     cache_dir: Path,
     *,

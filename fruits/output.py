@@ -88,14 +88,17 @@ def move_data_files(spark: SparkSession, source: str, target: str) -> int:
     return moved
 
 
-def read_text(spark: SparkSession, uri: str) -> str:
+def read_bytes(spark: SparkSession, uri: str) -> bytes:
     fs, path = _fs_path(spark, uri)
     stream = fs.open(path)
     try:
-        data = spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream)
+        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
     finally:
         stream.close()
-    return bytes(data).decode("utf-8")
+
+
+def read_text(spark: SparkSession, uri: str) -> str:
+    return read_bytes(spark, uri).decode("utf-8")
 
 
 def read_manifest(spark: SparkSession, output: str) -> dict:

@@ -76,7 +76,8 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
     source, root = to_uri(config.input), to_uri(config.output)
     if root == source or root.startswith(source + "/"):
         raise ConfigError(f"output {config.output} must not be inside input {config.input}")
-    weights_path = resolve_weights(config.weights)
+    models = Path(cache_dir()) / "models"
+    weights_path, weights_sha256 = _weights(spark, config, models)
     if not output.exists(spark, source):
         raise ConfigError(f"input not found: {config.input}")
     if config.mode == "error" and output.exists(spark, root):
@@ -90,13 +91,12 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
     empty = skipped_by_scan(images, listed) if listed else []
     if input_files == 0:
         raise ConfigError(f"no .jpg/.jpeg/.png images found under {config.input}")
-    weights_sha256 = file_sha256(weights_path)
     calibration = sample_contents(images, CALIBRATION_IMAGES) if config.precision == "int8" else ()
     backbone = engines.prepare(
         config.engine,
         weights_path,
         weights_sha256,
-        Path(cache_dir()) / "models",
+        models,
         precision=config.precision,
         calibration=calibration,
     )
@@ -143,6 +143,18 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
     )
     manifest["seconds"]["featurize"] = round(seconds, 2)
     return root
+
+
+def _weights(spark: SparkSession, config: Config, models: Path) -> tuple[Path | None, str]:
+    """The Keras weights file and its SHA-256; with --onnx-model, no weights file
+    (the model says which weights it was converted from)."""
+    if not config.onnx_model:
+        weights_path = resolve_weights(config.weights)
+        return weights_path, file_sha256(weights_path)
+    uri = to_uri(config.onnx_model)
+    if not output.exists(spark, uri):
+        raise ConfigError(f"ONNX model not found: {config.onnx_model}")
+    return None, engines.seed_onnx_cache(output.read_bytes(spark, uri), config.onnx_model, models)
 
 
 def _features_to_add_to(spark: SparkSession, root: str, model: dict) -> DataFrame | None:

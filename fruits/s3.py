@@ -4,15 +4,16 @@ Layout (raw inputs apart from processed results)::
 
     s3://B/raw/<dataset>/...       input images, as uploaded
     s3://B/processed/<run-id>/...  features, pca, manifest of each run
-    s3://B/code/                   the package wheel, entry script, requirements
+    s3://B/code/                   the package wheel, entry script, the nodes' lock file, models/
     s3://B/bootstrap/              the EMR bootstrap action
     s3://B/logs/                   EMR logs (the cluster's LogUri)
-    s3://B/notebooks/              JupyterHub notebooks, persisted
+    s3://B/notebooks/              notebooks and their executed copies
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -34,6 +35,73 @@ BLOCK_PUBLIC_ACCESS = {
     "BlockPublicPolicy": True,
     "RestrictPublicBuckets": True,
 }
+
+
+# AWS's S3 security guidance, beyond Block Public Access and default encryption:
+# no request without TLS, versions kept (an overwrite or a bad run loses nothing),
+# and lifecycle rules so that kept versions and logs do not grow without end.
+TLS_ONLY_SID = "FruitsDenyRequestsWithoutTls"
+NONCURRENT_DAYS = 30
+LOG_DAYS = 90
+LIFECYCLE_RULES = (
+    {
+        "ID": "fruits-expire-noncurrent-versions",
+        "Filter": {"Prefix": ""},
+        "Status": "Enabled",
+        "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_DAYS},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+    },
+    {"ID": "fruits-expire-logs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled", "Expiration": {"Days": LOG_DAYS}},
+)
+
+
+def partition_of(region: str) -> str:
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def tls_only_statement(bucket: str, partition: str = "aws") -> dict:
+    arn = f"arn:{partition}:s3:::{bucket}"
+    return {
+        "Sid": TLS_ONLY_SID,
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [arn, f"{arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def _ensure_tls_only(s3, bucket: str, partition: str) -> bool:
+    """Add (or correct) the TLS-only statement, keeping the policy's other statements."""
+    try:
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except Exception as exc:
+        if error_code(exc) != "NoSuchBucketPolicy":
+            raise
+        policy = {"Version": "2012-10-17", "Statement": []}
+    wanted = tls_only_statement(bucket, partition)
+    others = [statement for statement in policy["Statement"] if statement.get("Sid") != TLS_ONLY_SID]
+    if wanted in policy["Statement"]:
+        return False
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({**policy, "Statement": [*others, wanted]}))
+    return True
+
+
+def _ensure_lifecycle(s3, bucket: str) -> bool:
+    """The project's lifecycle rules, keeping rules of other IDs."""
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except Exception as exc:
+        if error_code(exc) != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    ours = {rule["ID"] for rule in LIFECYCLE_RULES}
+    current = {rule["ID"]: rule for rule in rules if rule.get("ID") in ours}
+    if all(current.get(rule["ID"], {}).items() >= rule.items() for rule in LIFECYCLE_RULES):
+        return False
+    others = [rule for rule in rules if rule.get("ID") not in ours]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [*others, *LIFECYCLE_RULES]})
+    return True
 
 
 def encryption_rule(kms_key: str | None) -> dict:
@@ -71,6 +139,13 @@ def init_bucket(bucket: str, target: AwsTarget, kms_key: str | None = None) -> l
         if not rules or rules[0].get("ApplyServerSideEncryptionByDefault") != wanted:
             s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [rule]})
             changes.append(f"default encryption {wanted['SSEAlgorithm']}")
+        if s3.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+            changes.append("versioning enabled (overwritten or deleted objects stay recoverable)")
+        if _ensure_tls_only(s3, bucket, partition_of(target.resolved_region)):
+            changes.append("bucket policy: requests without TLS are denied")
+        if _ensure_lifecycle(s3, bucket):
+            changes.append(f"lifecycle: old versions expire after {NONCURRENT_DAYS} days, logs/ after {LOG_DAYS} days")
         for prefix in LAYOUT:
             if not s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"):
                 s3.put_object(Bucket=bucket, Key=prefix, Body=b"")

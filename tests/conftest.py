@@ -5,6 +5,7 @@ Without the shared data, tests that need it skip on a laptop and fail in CI.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import fruits
 from fruits.config import Config
 from fruits.session import get_spark
+from tests.iam_policy import decision
 
 ROOT = Path(__file__).resolve().parents[1]
 # Spark's Python workers and the console script import `fruits` by name: let them
@@ -49,30 +51,84 @@ def private_cache(tmp_path_factory):
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
 
 
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, so the tests speak TLS to moto as clients do to AWS."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "moto.pem", folder / "moto.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+def bucket_policy_with_conditions(bucket, action: str, resource: str):
+    """moto 5.2 applies bucket policies but ignores their Conditions, so a
+    deny-without-TLS statement would deny everything: evaluate them as AWS does,
+    for requests that came over TLS (as the tests' do)."""
+    from moto.iam.access_control import PermissionResult
+
+    if bucket.policy is None:
+        return PermissionResult.NEUTRAL
+    verdict = decision(json.loads(bucket.policy), action, resource, {"aws:SecureTransport": "true"})
+    return {"Deny": PermissionResult.DENIED, "Allow": PermissionResult.PERMITTED}.get(verdict, PermissionResult.NEUTRAL)
+
+
 @pytest.fixture(scope="session")
-def moto_endpoint():
-    """moto's server on 127.0.0.1: the real AWS API over HTTP, with fake credentials
-    and a pinned region so no test can reach or bill real AWS."""
-    from moto.server import ThreadedMotoServer
+def moto_endpoint(tmp_path_factory):
+    """moto's server on 127.0.0.1 over TLS: the real AWS API, with fake credentials
+    and a pinned region so no test can reach or bill real AWS. TLS matters: moto
+    enforces the bucket's deny-without-TLS policy (aws:SecureTransport)."""
+    import threading
+
+    from moto.s3.models import FakeBucket
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
 
     os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"  # `emr up` attaches AmazonEMRServicePolicy_v2
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    moto_get_permission, FakeBucket.get_permission = FakeBucket.get_permission, bucket_policy_with_conditions
+    cert_file, key_file = self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=(str(cert_file), str(key_file)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     fake = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
         "AWS_REGION": "eu-west-1",
         "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_CA_BUNDLE": str(cert_file),
     }
     saved = {key: os.environ.get(key) for key in (*fake, "AWS_PROFILE", "AWS_ENDPOINT_URL")}
     os.environ.update(fake)
     os.environ.pop("AWS_PROFILE", None)
-    endpoint = f"http://{host}:{port}"
+    endpoint = f"https://127.0.0.1:{server.port}"
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     yield endpoint
-    server.stop()
+    server.shutdown()
+    FakeBucket.get_permission = moto_get_permission
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -80,8 +136,22 @@ def moto_endpoint():
             os.environ[key] = value
 
 
+def forget_a_forked_parents_gateway() -> None:
+    """pyspark keeps its JVM gateway in class attributes, which a forked process
+    (`make mutation`'s test runs) inherits with the parent's open sockets: start
+    a JVM of this process's own instead of sharing them."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    if getattr(SparkContext, "_fruits_gateway_pid", os.getpid()) != os.getpid():
+        SparkContext._gateway = SparkContext._jvm = SparkContext._active_spark_context = None
+        SparkSession._instantiatedSession = SparkSession._activeSession = None
+    SparkContext._fruits_gateway_pid = os.getpid()
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
+    forget_a_forked_parents_gateway()
     events = tmp_path_factory.mktemp("spark-events")
     session = get_spark(Config(master="local[2]", driver_memory="2g", event_log_dir=str(events)))
     yield session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from packaging.markers import Marker
 
 from fruits import __version__
 from tests.conftest import ROOT
@@ -17,14 +19,45 @@ from tests.conftest import ROOT
 SCRIPT = ROOT / "bootstrap" / "install-python-deps.sh"
 # What the wheel build reads; built from a copy so no build/ lands in the shared tree.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "fruits")
-# A first install unpacks TensorFlow & co. on 2 cores; a second one only checks the marker.
+# A first install unpacks onnxruntime, pyarrow & co. on 2 cores; a second one only checks the marker.
 INSTALL_TIMEOUT_S = 1800
 SECOND_RUN_MAX_S = 30
 
 
+LOCK = ROOT / "bootstrap" / "requirements-emr.lock"
+# EMR 7 runs Amazon Linux 2023 (glibc 2.34) on x86_64 and Graviton (aarch64) nodes.
+NODE_PLATFORMS = {
+    arch: [f"manylinux_2_{minor}_{arch}" for minor in range(17, 35)] + [f"manylinux2014_{arch}"]
+    for arch in ("x86_64", "aarch64")
+}
+
+
+NODE_PYTHON = {"python_version": "3.11", "python_full_version": "3.11.11", "sys_platform": "linux"}
+NODE_PYTHON |= {"implementation_name": "cpython", "platform_system": "Linux", "os_name": "posix"}
+
+
 def pins() -> dict[str, str]:
-    lines = (ROOT / "requirements.txt").read_text().splitlines()
-    return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+    """name -> version of the lock's packages that EMR's CPython 3.11 on Linux installs."""
+    pinned = {}
+    for line in LOCK.read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            requirement, _, marker = line.rstrip(" \\").partition(";")
+            if not marker.strip() or Marker(marker).evaluate(NODE_PYTHON):
+                name, version = requirement.strip().split("==")
+                pinned[name] = version
+    return pinned
+
+
+IMPORTS_ON_A_NODE = """
+import importlib.util, fruits, onnxruntime
+print(fruits.__file__)
+for name in ("tensorflow", "keras", "pyspark"):  # EMR provides Spark; the model comes converted
+    print(f"{name}: {'present' if importlib.util.find_spec(name) else 'absent'}")
+"""
+
+
+def venv_megabytes(venv: Path) -> float:
+    return sum(path.stat().st_size for path in venv.rglob("*") if path.is_file() and not path.is_symlink()) / 1e6
 
 
 def script_env(tmp_path: Path, **switches: str) -> dict[str, str]:
@@ -58,10 +91,10 @@ def run_script(env: dict[str, str], *args: str, cwd: Path) -> tuple[subprocess.C
     return result, time.monotonic() - start
 
 
-def code_folder(path: Path, requirements: str | None = "pyspark==3.5.8\n", wheels: int = 1) -> Path:
+def code_folder(path: Path, requirements: str | None = "numpy==1.26.4\n", wheels: int = 1) -> Path:
     path.mkdir()
     if requirements is not None:
-        (path / "requirements.txt").write_text(requirements)
+        (path / "requirements-emr.lock").write_text(requirements)
     for index in range(wheels):
         (path / f"fruits-0.0.{index}-py3-none-any.whl").write_bytes(b"not a real wheel")
     return path
@@ -69,7 +102,7 @@ def code_folder(path: Path, requirements: str | None = "pyspark==3.5.8\n", wheel
 
 @pytest.fixture(scope="module")
 def code(tmp_path_factory) -> Path:
-    """What `fruits emr up` puts under s3://BUCKET/code/: the project's wheel and requirements.txt."""
+    """What `fruits emr up` puts under s3://BUCKET/code/: the project's wheel and the nodes' lock file."""
     source = tmp_path_factory.mktemp("source")
     for name in BUILD_INPUTS:
         if (ROOT / name).is_dir():
@@ -85,7 +118,7 @@ def code(tmp_path_factory) -> Path:
     )
     assert build.returncode == 0, build.stdout + build.stderr
     assert [p.name for p in code.glob("fruits-*.whl")] == [f"fruits-{__version__}-py3-none-any.whl"]
-    shutil.copy2(ROOT / "requirements.txt", code / "requirements.txt")
+    shutil.copy2(LOCK, code / LOCK.name)
     return code
 
 
@@ -112,9 +145,11 @@ def test_bootstrap_installs_the_venv_once_then_does_nothing(tmp_path, code):
     versions = pins()
     for line in (
         f"fruits {__version__}",
-        f"tensorflow {versions['tensorflow-cpu']}",
         f"onnxruntime {versions['onnxruntime']}",
-        f"pyspark {versions['pyspark']}",
+        f"pyarrow {versions['pyarrow']}",
+        f"pandas {versions['pandas']}",
+        f"numpy {versions['numpy']}",
+        f"PIL {versions['pillow']}",
     ):
         assert f"  {line}\n" in first.stdout
     assert f"installed in {venv} (fingerprint " in first.stdout
@@ -122,14 +157,16 @@ def test_bootstrap_installs_the_venv_once_then_does_nothing(tmp_path, code):
 
     # The venv's own interpreter imports the installed wheel, not the repo's sources.
     imported = subprocess.run(
-        [venv / "bin" / "python", "-c", "import fruits, onnxruntime, tensorflow; print(fruits.__file__)"],
+        [venv / "bin" / "python", "-I", "-c", IMPORTS_ON_A_NODE],  # -I: as on a node, no PYTHONPATH
         cwd=tmp_path,
         capture_output=True,
         text=True,
         check=False,
     )
     assert imported.returncode == 0, imported.stderr
-    installed = Path(imported.stdout.strip())
+    installed = Path(imported.stdout.splitlines()[0])
+    assert imported.stdout.splitlines()[1:] == ["tensorflow: absent", "keras: absent", "pyspark: absent"]
+    print(f"bootstrap: first run {first_s:.0f} s, venv {venv_megabytes(venv):.0f} MB")
     assert installed.is_relative_to(venv / "lib" / "python3.11" / "site-packages")
     # YARN containers run as other users: readable and traversable by all despite umask 077.
     assert installed.stat().st_mode & 0o004
@@ -150,7 +187,10 @@ def test_bootstrap_installs_the_venv_once_then_does_nothing(tmp_path, code):
     third, _ = run_script(script_env(tmp_path, FRUITS_CODE_DIR=str(changed)), cwd=tmp_path)
     assert third.returncode != 0
     assert f"{venv} exists but does not match" in third.stdout
-    assert f"installing {changed}/requirements.txt\n" in third.stdout
+    assert (
+        f"installing {changed}/requirements-emr.lock (wheels only, every file checked against its hash)\n"
+        in third.stdout
+    )
     assert '-r "$REQUIREMENTS"` exited with status 1\n' in third.stdout
     assert f"bootstrap failed; full log: {log}" in third.stdout
     assert not (venv / ".fruits-bootstrap.sha256").exists()
@@ -159,8 +199,8 @@ def test_bootstrap_installs_the_venv_once_then_does_nothing(tmp_path, code):
 @pytest.mark.parametrize(
     ("requirements", "wheels", "message"),
     [
-        (None, 0, "requirements.txt not found in {code}"),
-        (None, 1, "requirements.txt not found in {code}"),
+        (None, 0, "requirements-emr.lock not found in {code}"),
+        (None, 1, "requirements-emr.lock not found in {code}"),
         ("pyspark==3.5.8\n", 0, "expected exactly one fruits-*.whl in {code}, found 0"),
         (
             "pyspark==3.5.8\n",
@@ -185,7 +225,7 @@ def test_missing_code_fails_before_installing_anything(tmp_path, requirements, w
     ("args", "message"),
     [
         ((), "usage: "),
-        (("/data/code",), "expected an s3:// prefix holding requirements.txt and fruits-*.whl, got '/data/code'"),
+        (("/data/code",), "expected an s3:// prefix holding requirements-emr.lock and fruits-*.whl, got '/data/code'"),
         (("s3://",), "expected an s3:// prefix"),
     ],
 )
@@ -222,7 +262,7 @@ def test_s3_prefix_is_downloaded_with_the_aws_cli_to_a_temp_dir(tmp_path):
         "--exclude",
         "*",
         "--include",
-        "requirements.txt",
+        "requirements-emr.lock",
         "--include",
         "fruits-*.whl",
     ]
@@ -247,3 +287,32 @@ def test_a_failing_command_names_its_line_and_the_log(tmp_path):
     assert "ERROR:   in as_root, called from ensure_dir at line " in result.stdout
     assert f"bootstrap failed; full log: {log}\n" in result.stdout
     assert log.read_text() == result.stdout
+
+
+def test_the_lock_has_no_tensorflow_and_no_pyspark():
+    names = set(pins())
+    assert {"onnxruntime", "pyarrow", "pandas", "numpy", "pillow", "boto3", "papermill"} <= names
+    assert not names & {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "pyspark", "h5py"}
+    requirements = [line for line in LOCK.read_text().splitlines() if "==" in line and not line.startswith("#")]
+    assert all(line.endswith("\\") for line in requirements)  # every pin is followed by its hashes
+
+
+@pytest.mark.parametrize("arch", sorted(NODE_PLATFORMS))
+def test_every_locked_package_has_a_wheel_for_the_nodes(tmp_path, arch):
+    """pip resolves the lock for EMR's Python on each node architecture, wheels only
+    (metadata only: nothing is installed); Graviton core types rely on this."""
+    platforms = [option for platform in NODE_PLATFORMS[arch] for option in ("--platform", platform)]
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"]
+    command += ["--only-binary=:all:", "--require-hashes", "--python-version", "3.11", "--implementation", "cp"]
+    command += [*platforms, "--target", str(tmp_path / "target"), "--report", str(report), "-r", str(LOCK)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    chosen = {
+        item["metadata"]["name"].lower().replace("_", "-"): item["download_info"]["url"].rsplit("/", 1)[1]
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert set(chosen) == {name.lower() for name in pins()}
+    assert all(file.endswith(".whl") for file in chosen.values())
+    assert arch in chosen["onnxruntime"], chosen
+    assert arch in chosen["pyarrow"], chosen

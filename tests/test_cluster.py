@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import pyspark
 import pytest
 
+import fruits
 from fruits import engines
 from fruits.config import cache_dir
 from fruits.features import FEATURE_DIM, file_sha256
@@ -389,3 +390,54 @@ def test_an_executor_lost_mid_job_is_replaced_and_its_tasks_retried(
     assert len(rows) == EXECUTOR_LOSS_IMAGES
     assert {row["path"] for row in rows} == image_uris(executor_loss_input)
     assert all(len(row["features"]) == FEATURE_DIM and row["error"] is None for row in rows)
+
+
+def without_tensorflow(folder: Path) -> Path:
+    """A PYTHONPATH entry on which `import tensorflow` (or keras, tf2onnx) fails, as
+    on the EMR nodes, whose lean stack has none of them."""
+    for name in ("tensorflow", "keras", "tf2onnx"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "__init__.py").write_text(f"raise ImportError('no {name} on the EMR nodes')\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_the_emr_step_runs_as_in_a_yarn_container(standalone_cluster, weights, onnx_model_cached, tmp_path):
+    """The step's driver the way YARN starts it in cluster mode: HOME is the
+    NodeManager's user-home-dir (not writable by the container's user; here a
+    file, since root may write anywhere), the working directory is a fresh empty
+    container folder, no XDG cache, no Keras weights and no TensorFlow; the model
+    comes converted, at a URI, as `fruits emr run` uploads it. Executors run on
+    the standalone cluster."""
+    home = tmp_path / "home"
+    home.write_text("not a folder: nothing can be created under HOME")
+    container = tmp_path / "container_1700000000000_0001_01_000001"
+    container.mkdir()
+    model = tmp_path / "bucket" / "code" / "models" / f"{file_sha256(weights)}.onnx"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(onnx_model_cached.read_bytes())
+    out = tmp_path / "bucket" / "processed" / "run1"
+    environment = {key: value for key, value in spark_env().items() if key not in ("XDG_CACHE_HOME", "FRUITS_WEIGHTS")}
+    environment["HOME"] = str(home)
+    environment["PYTHONPATH"] = os.pathsep.join([str(without_tensorflow(tmp_path / "lean")), environment["PYTHONPATH"]])
+    spark_submit = SPARK_CLASS.parent / "spark-submit"
+    command = [str(spark_submit), "--master", standalone_cluster.url, "--conf", "spark.driver.memory=1g"]
+    command += [str(Path(fruits.__file__).with_name("emr_step.py")), "featurize"]
+    command += ["--input", f"file://{SAMPLE}", "--output", f"file://{out}", "--onnx-model", f"file://{model}"]
+    with (tmp_path / "driver.log").open("wb") as log:
+        step = subprocess.run(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=container,
+            timeout=RUN_SECONDS,
+            check=False,
+        )
+    driver_log = (tmp_path / "driver.log").read_text(errors="replace")
+    assert step.returncode == 0, driver_log[-3000:]
+    manifest = manifest_of(out)
+    assert (manifest["input_files"], manifest["featurized"], manifest["failed"]) == (36, 36, 0)
+    assert manifest["weights_sha256"] == file_sha256(weights)  # still the Keras weights' digest
+    assert manifest["parameters"]["onnx_model"] == f"file://{model}"
+    assert {row["path"] for row in feature_rows(out)} == image_uris(SAMPLE)

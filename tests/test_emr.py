@@ -22,8 +22,18 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from fruits import aws, emr
+from fruits import aws, engines
 from fruits.cli import main
+from fruits.config import ConfigError
+from fruits.emr import cluster as emr_cluster
+from fruits.emr import code as emr_code
+from fruits.emr import iam as emr_iam
+from fruits.emr import memory as emr_memory
+from fruits.emr import network as emr_network
+from fruits.emr import spec as emr_spec
+from fruits.features import file_sha256
+from tests import emr_policy_facts
+from tests.conftest import WEIGHTS
 from tests.iam_policy import allowed
 from tests.test_cli import assert_usage_error, run_cli
 
@@ -81,14 +91,14 @@ def calls(moto_endpoint):
         # AWS managed policies (AmazonEMRServicePolicy_v2): moto loads them only when asked,
         # as its IAM backend starts (the server runs in this process).
         patch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-        patch.setattr(emr, "POLL_SECONDS", 0.01)
-        patch.setattr(emr, "IAM_RETRY_SECONDS", 0.01)
+        patch.setattr(emr_cluster, "POLL_SECONDS", 0.01)
+        patch.setattr(emr_cluster, "IAM_RETRY_SECONDS", 0.01)
         yield recorder
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    return emr.build_wheel(tmp_path_factory.mktemp("wheel"))
+    return emr_code.build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def cli(*argv) -> SimpleNamespace:
@@ -128,26 +138,28 @@ def test_the_spec_renders_to_a_valid_run_job_flow_request():
         "key_name": None,
         "subnet_id": "subnet-1",
         "ssh_security_group": "sg-1",
-        "service_role": emr.SERVICE_ROLE,
-        "instance_profile": emr.INSTANCE_ROLE,
+        "primary_security_group": "sg-2",
+        "core_security_group": "sg-3",
+        "service_access_security_group": None,
+        "service_role": emr_iam.SERVICE_ROLE,
+        "instance_profile": emr_iam.INSTANCE_ROLE,
     }
-    request = emr.render(emr.load_spec(), values)
-    emr.validate_request(request)  # botocore's RunJobFlow input shape: unknown or mistyped fields fail
+    request = emr_spec.render(emr_spec.load_spec(), values)
+    emr_spec.validate_request(request)  # botocore's RunJobFlow input shape: unknown or mistyped fields fail
     assert "${" not in json.dumps(request)
     assert "Ec2KeyName" not in request["Instances"]  # None drops the key
     assert request["ReleaseLabel"].startswith("emr-7.")
     assert [app["Name"] for app in request["Applications"]] == [
         "Spark",
         "Hadoop",
-        "JupyterHub",
         "JupyterEnterpriseGateway",
         "Livy",
     ]
     assert request["Instances"]["AdditionalMasterSecurityGroups"] == ["sg-1"]
     broken = json.loads(json.dumps(request))
     broken["Instances"]["InstanceGroups"][1]["InstanceCount"] = "two"
-    with pytest.raises(emr.ConfigError, match="InstanceCount"):
-        emr.validate_request(broken)
+    with pytest.raises(ConfigError, match="InstanceCount"):
+        emr_spec.validate_request(broken)
 
 
 def test_dry_run_prints_the_request_and_calls_nothing(capsys, monkeypatch):
@@ -160,8 +172,8 @@ def test_dry_run_prints_the_request_and_calls_nothing(capsys, monkeypatch):
     )
     assert code == 0
     request = json.loads(out)
-    emr.validate_request(request)
-    groups = emr.groups_by_role(request)
+    emr_spec.validate_request(request)
+    groups = emr_spec.groups_by_role(request)
     assert (groups["MASTER"]["Market"], groups["CORE"]["Market"]) == ("ON_DEMAND", "SPOT")
     assert groups["CORE"]["InstanceCount"] == 2
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": 1800}
@@ -183,12 +195,20 @@ def test_up_sends_bootstrap_configurations_auto_termination_and_log_uri(cluster)
     assert defaults["spark.sql.execution.arrow.maxRecordsPerBatch"] == "256"
     assert defaults["spark.pyspark.python"] == defaults["spark.pyspark.driver.python"] == VENV_PYTHON
     assert configurations["spark-env"]["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == VENV_PYTHON
-    assert configurations["jupyter-s3-conf"]["Properties"] == {
-        "s3.persistence.enabled": "true",
-        "s3.persistence.bucket": BUCKET,
-    }
+    assert "jupyter-s3-conf" not in configurations  # no JupyterHub (default password): EMR Studio instead
+    assert (defaults["spark.executor.cores"], defaults["spark.executor.memory"]) == ("2", "1536m")
+    assert defaults["spark.executor.memoryOverhead"] == "3072m"  # 512 MB + 1280 MB per task's Python worker
+    assert "spark.executor.pyspark.memory" not in defaults  # an RLIMIT_AS an ONNX Runtime worker would hit
     assert {"Key": "project", "Value": "fruits"} in request["Tags"]
-    assert (request["ServiceRole"], request["JobFlowRole"]) == (emr.SERVICE_ROLE, emr.INSTANCE_ROLE)
+    assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in request["Tags"]
+    instances = request["Instances"]
+    assert "ServiceAccessSecurityGroup" not in instances  # a public default subnet
+    groups = boto("ec2").describe_security_groups(
+        GroupIds=[instances["EmrManagedMasterSecurityGroup"], instances["EmrManagedSlaveSecurityGroup"]]
+    )["SecurityGroups"]
+    assert sorted(group["GroupName"] for group in groups) == sorted([emr_network.PRIMARY_GROUP, emr_network.CORE_GROUP])
+    assert all(group["IpPermissions"] == [] for group in groups)  # EMR adds the rules between the nodes
+    assert (request["ServiceRole"], request["JobFlowRole"]) == (emr_iam.SERVICE_ROLE, emr_iam.INSTANCE_ROLE)
 
     client = boto("emr")
     described = cluster.described
@@ -197,7 +217,7 @@ def test_up_sends_bootstrap_configurations_auto_termination_and_log_uri(cluster)
     assert described["Configurations"] == request["Configurations"]
     assert described["VisibleToAllUsers"] is True
     assert described["Ec2InstanceAttributes"]["Ec2KeyName"] == KEY
-    assert described["Ec2InstanceAttributes"]["IamInstanceProfile"] == emr.INSTANCE_ROLE
+    assert described["Ec2InstanceAttributes"]["IamInstanceProfile"] == emr_iam.INSTANCE_ROLE
     actions = client.list_bootstrap_actions(ClusterId=cluster.id)["BootstrapActions"]
     assert [(a["ScriptPath"], a["Args"]) for a in actions] == [
         (f"s3://{BUCKET}/bootstrap/install-python-deps.sh", [f"s3://{BUCKET}/code/"])
@@ -212,12 +232,12 @@ def test_up_sends_bootstrap_configurations_auto_termination_and_log_uri(cluster)
 def test_up_uploads_the_code_and_the_bootstrap_action(cluster, wheel):
     s3 = boto("s3")
     keys = {item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
-    assert {f"code/{wheel.name}", "code/requirements.txt", emr.ENTRY_KEY, emr.BOOTSTRAP_KEY} <= keys
+    assert {f"code/{wheel.name}", "code/requirements-emr.lock", emr_code.ENTRY_KEY, emr_code.BOOTSTRAP_KEY} <= keys
     assert [key for key in keys if key.startswith("code/fruits-")] == [f"code/{wheel.name}"]  # one wheel
-    requirements = s3.get_object(Bucket=BUCKET, Key="code/requirements.txt")["Body"].read()
-    assert requirements == emr.REQUIREMENTS.read_bytes()
+    requirements = s3.get_object(Bucket=BUCKET, Key="code/requirements-emr.lock")["Body"].read()
+    assert requirements == emr_code.REQUIREMENTS.read_bytes()
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"fruits/emr.py", "fruits/emr_step.py", "fruits/cli.py"} <= set(names)
+    assert {"fruits/emr/cluster.py", "fruits/emr_step.py", "fruits/spark_args.py", "fruits/cli.py"} <= set(names)
 
 
 def world(permission: dict) -> bool:
@@ -242,13 +262,13 @@ def test_no_rule_opens_ssh_or_jupyter_to_the_internet(cluster):
                 assert not (world(permission) and opens(permission, port)), (group["GroupName"], permission)
     ssh_group_id = cluster.request["Instances"]["AdditionalMasterSecurityGroups"][0]
     ssh = next(group for group in groups if group["GroupId"] == ssh_group_id)
-    assert ssh["GroupName"] == emr.SSH_GROUP
-    assert [(p["IpProtocol"], p["FromPort"], p["ToPort"], emr._ranges(p)) for p in ssh["IpPermissions"]] == [
+    assert ssh["GroupName"] == emr_network.SSH_GROUP
+    assert [(p["IpProtocol"], p["FromPort"], p["ToPort"], emr_network._ranges(p)) for p in ssh["IpPermissions"]] == [
         ("tcp", 22, 22, [CIDR])
     ]
-    assert emr.EMR_MANAGED_TAG in ssh["Tags"]
+    assert emr_network.EMR_MANAGED_TAG in ssh["Tags"]
     subnet = ec2.describe_subnets(SubnetIds=[cluster.request["Instances"]["Ec2SubnetId"]])["Subnets"][0]
-    assert emr.EMR_MANAGED_TAG in subnet["Tags"]
+    assert emr_network.EMR_MANAGED_TAG in subnet["Tags"]
 
 
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
@@ -263,7 +283,7 @@ def test_ssh_open_to_the_world_is_refused_and_creates_nothing(calls, capsys, cid
 
 def test_the_instance_role_reaches_only_the_bucket(cluster):
     iam = boto("iam")
-    policy = iam.get_role_policy(RoleName=emr.INSTANCE_ROLE, PolicyName=emr.BUCKET_POLICY)["PolicyDocument"]
+    policy = iam.get_role_policy(RoleName=emr_iam.INSTANCE_ROLE, PolicyName=emr_iam.BUCKET_POLICY)["PolicyDocument"]
     resources = [
         r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
     ]
@@ -275,10 +295,17 @@ def test_the_instance_role_reaches_only_the_bucket(cluster):
     assert {s["Effect"] for s in policy["Statement"]} == {"Allow"}
     bucket = f"arn:aws:s3:::{BUCKET}"
     assert allowed(policy, "s3:ListBucket", bucket)
-    for prefix in ("processed", "logs", "notebooks", "jupyter"):  # what steps, clusters and notebooks write
+    for prefix in ("processed", "logs", "notebooks"):  # what steps, clusters and notebooks write
         for action in ("s3:PutObject", "s3:DeleteObject", "s3:GetObject"):
             assert allowed(policy, action, f"{bucket}/{prefix}/run1/part-0.parquet"), (action, prefix)
-    for key in ("raw/fruits/Test/Kiwi/1.jpg", "code/emr_step.py", BOOTSTRAP_KEY, "processed", "processedx/a", "x.json"):
+    for key in (
+        "raw/fruits/Test/Kiwi/1.jpg",
+        "code/emr_step.py",
+        BOOTSTRAP_KEY,
+        "processed",
+        "processedx/a",
+        "jupyter/x",
+    ):
         assert allowed(policy, "s3:GetObject", f"{bucket}/{key}")
         for action in ("s3:PutObject", "s3:DeleteObject"):  # inputs, code and the bootstrap stay read-only
             assert not allowed(policy, action, f"{bucket}/{key}"), (action, key)
@@ -289,18 +316,20 @@ def test_the_instance_role_reaches_only_the_bucket(cluster):
         assert not allowed(policy, action, "arn:aws:s3:::another-bucket/processed/a")
         assert not allowed(policy, action, "arn:aws:s3:::another-bucket")
 
-    ec2_trust = iam.get_role(RoleName=emr.INSTANCE_ROLE)["Role"]["AssumeRolePolicyDocument"]
+    ec2_trust = iam.get_role(RoleName=emr_iam.INSTANCE_ROLE)["Role"]["AssumeRolePolicyDocument"]
     assert ec2_trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
-    service = iam.get_role(RoleName=emr.SERVICE_ROLE)["Role"]["AssumeRolePolicyDocument"]["Statement"][0]
+    service = iam.get_role(RoleName=emr_iam.SERVICE_ROLE)["Role"]["AssumeRolePolicyDocument"]["Statement"][0]
     assert service["Principal"] == {"Service": "elasticmapreduce.amazonaws.com"}
     assert service["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
-    attached = iam.list_attached_role_policies(RoleName=emr.SERVICE_ROLE)["AttachedPolicies"]
+    attached = iam.list_attached_role_policies(RoleName=emr_iam.SERVICE_ROLE)["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == ["arn:aws:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"]
-    pass_role = iam.get_role_policy(RoleName=emr.SERVICE_ROLE, PolicyName=emr.PASS_ROLE_POLICY)["PolicyDocument"]
+    pass_role = iam.get_role_policy(RoleName=emr_iam.SERVICE_ROLE, PolicyName=emr_iam.PASS_ROLE_POLICY)[
+        "PolicyDocument"
+    ]
     assert pass_role["Statement"][0]["Action"] == "iam:PassRole"
-    assert pass_role["Statement"][0]["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/{emr.INSTANCE_ROLE}"
-    profile = iam.get_instance_profile(InstanceProfileName=emr.INSTANCE_ROLE)["InstanceProfile"]
-    assert [role["RoleName"] for role in profile["Roles"]] == [emr.INSTANCE_ROLE]
+    assert pass_role["Statement"][0]["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/{emr_iam.INSTANCE_ROLE}"
+    profile = iam.get_instance_profile(InstanceProfileName=emr_iam.INSTANCE_ROLE)["InstanceProfile"]
+    assert [role["RoleName"] for role in profile["Roles"]] == [emr_iam.INSTANCE_ROLE]
 
 
 def expected_step_args(cluster_id: str, fruits_args: list[str]) -> list[str]:
@@ -318,18 +347,41 @@ def expected_step_args(cluster_id: str, fruits_args: list[str]) -> list[str]:
 
 
 FRUITS_ARGS = ["run", "--input", f"s3://{BUCKET}/raw/fruits", "--output", f"s3://{BUCKET}/processed/r1"]
+FRUITS_ARGS += ["--weights", str(WEIGHTS)]  # converted to ONNX here; the nodes have no TensorFlow
 
 
-def test_run_adds_a_spark_step(cluster):
+def test_run_adds_a_spark_step_with_the_model_converted_here(cluster, weights):
     result = cli("emr", "run", "--cluster-id", cluster.id, "--", *FRUITS_ARGS)
     assert result.code == 0, result.err
     step_id = result.out.strip()
     step = boto("emr").describe_step(ClusterId=cluster.id, StepId=step_id)["Step"]
     assert step["ActionOnFailure"] == "CONTINUE"
     assert step["Config"]["Jar"] == "command-runner.jar"
-    assert step["Config"]["Args"] == expected_step_args(cluster.id, FRUITS_ARGS)
-    listed = boto("emr").list_steps(ClusterId=cluster.id)["Steps"]
-    assert step_id in [s["Id"] for s in listed]
+    model_key = f"code/models/{file_sha256(weights)}.onnx"
+    expected = expected_step_args(cluster.id, [*FRUITS_ARGS, "--onnx-model", f"s3://{BUCKET}/{model_key}"])
+    assert step["Config"]["Args"] == expected
+    uploaded = boto("s3").get_object(Bucket=BUCKET, Key=model_key)["Body"].read()
+    assert engines.weights_sha256_of(uploaded, model_key) == file_sha256(weights)
+    again = cli("emr", "run", "--cluster-id", cluster.id, "--", *FRUITS_ARGS, "--mode", "overwrite")
+    assert again.code == 0, again.err
+    assert "uploaded the model" not in again.err  # once per weights
+    pca_only = cli("emr", "run", "--cluster-id", cluster.id, "--", "pca", "--input", f"s3://{BUCKET}/processed/r1")
+    pca_step = boto("emr").describe_step(ClusterId=cluster.id, StepId=pca_only.out.strip())["Step"]
+    assert "--onnx-model" not in pca_step["Config"]["Args"]
+    listed = [s["Id"] for s in boto("emr").list_steps(ClusterId=cluster.id)["Steps"]]
+    assert {step_id, again.out.strip(), pca_only.out.strip()} <= set(listed)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--engine", "keras"], "on EMR --engine must be onnx"),
+        (["--onnx-model", "/local/model.onnx"], "on EMR --onnx-model must be an s3:// URI"),
+    ],
+)
+def test_run_refuses_what_the_nodes_cannot_do(cluster, capsys, extra, fragment):
+    code, _, err = run_cli(capsys, "emr", "run", "--cluster-id", cluster.id, "--", *FRUITS_ARGS, *extra)
+    assert_usage_error(code, err, fragment)
 
 
 def test_run_wait_reports_a_failed_step_with_its_logs(cluster, calls, capsys):
@@ -382,16 +434,16 @@ def test_status_shows_state_steps_and_logs(cluster, capsys):
     assert len(steps) >= 2
     assert f"steps ({len(steps)}, newest first):" in out
     for step in steps:
-        assert f"{step['Id']}  {step['Status']['State']:<11} fruits run --input s3://{BUCKET}/raw/fruits" in out
+        assert f"{step['Id']}  {step['Status']['State']:<11} {step['Name']}" in out
 
 
 def test_ui_prints_the_tunnel_to_the_primary_node(cluster, capsys):
     code, out, _ = run_cli(capsys, "emr", "ui", "--cluster-id", cluster.id)
     assert code == 0
     host = boto("emr").describe_cluster(ClusterId=cluster.id)["Cluster"]["MasterPublicDnsName"]
-    forwards = "-L 18080:localhost:18080 -L 8088:localhost:8088 -L 9443:localhost:9443 -L 8998:localhost:8998"
+    forwards = "-L 18080:localhost:18080 -L 8088:localhost:8088 -L 8998:localhost:8998"
     assert f"ssh -i ~/.ssh/{KEY}.pem -N {forwards} hadoop@{host}" in out
-    for url in ("http://localhost:18080", "http://localhost:8088", "https://localhost:9443", "http://localhost:8998"):
+    for url in ("http://localhost:18080", "http://localhost:8088", "http://localhost:8998"):
         assert url in out
     assert "persistent application UIs" in out
 
@@ -401,7 +453,7 @@ def test_clone_then_up_round_trips_to_the_same_request(cluster, calls, wheel, tm
     result = cli("emr", "clone", cluster.id, "--output", spec)
     assert result.code == 0, result.err
     cloned = json.loads(spec.read_text())
-    emr.validate_request(cloned)
+    emr_spec.validate_request(cloned)
     assert cloned["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
     again = cli("emr", "up", "--spec", spec, "--ssh-cidr", CIDR, "--wheel", wheel, "--no-wait")
     assert again.code == 0, again.err
@@ -494,3 +546,101 @@ def test_cost_default_throughput_is_the_conservative_one(capsys):
     assert "50.0 images/s per vCPU (conservative default" in out
     assert "idle timeout 0.00" in out
     assert "0.720" in out  # 3 x (0.192 + 0.048) in us-east-1
+
+
+def managed_policy_document(name: str) -> dict:
+    """An AWS managed policy's document, as moto's IAM (loaded with AWS's own) serves it."""
+    iam = boto("iam")
+    arn = f"arn:aws:iam::aws:policy/service-role/{name}"
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    return iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+
+
+def tag_context(prefix: str, tags: list[dict]) -> dict[str, str]:
+    return {f"aws:{prefix}/{tag['Key']}": tag["Value"] for tag in tags}
+
+
+def launch_requests(request: dict) -> list[tuple[str, str, dict]]:
+    """(action, resource ARN, condition context) of every EC2 call EMR makes with the
+    service role to launch this cluster (tests/emr_policy_facts.py), with the tags
+    the subnet and security groups really carry on the moto server."""
+    ec2, region = boto("ec2"), "eu-west-1"
+    instances = request["Instances"]
+    subnet = ec2.describe_subnets(SubnetIds=[instances["Ec2SubnetId"]])["Subnets"][0]
+    group_ids = [instances[field] for field in emr_spec.MANAGED_GROUPS.values() if field in instances]
+    group_ids += instances.get("AdditionalMasterSecurityGroups", [])
+    groups = ec2.describe_security_groups(GroupIds=group_ids)["SecurityGroups"]
+    existing = {
+        "subnet": [(subnet["SubnetId"], subnet.get("Tags", []))],
+        "security-group": [(group["GroupId"], group.get("Tags", [])) for group in groups],
+    }
+    calls = []
+    for fact in emr_policy_facts.LAUNCH:
+        for action in fact.actions:
+            if fact.needs == "ResourceTag":
+                for resource_id, tags in existing[fact.resource]:
+                    arn = f"arn:aws:ec2:{region}:{ACCOUNT}:{fact.resource}/{resource_id}"
+                    calls.append((action, arn, tag_context("ResourceTag", tags)))
+            else:  # a resource being created: the request's tags, which EMR propagates
+                arn = f"arn:aws:ec2:{region}:{ACCOUNT}:{fact.resource}/new"
+                calls.append((action, arn, tag_context("RequestTag", request.get("Tags", []))))
+    return calls
+
+
+def test_the_service_role_may_make_every_ec2_call_of_the_launch(cluster):
+    """moto enforces no IAM condition: AmazonEMRServicePolicy_v2's are evaluated here."""
+    policy = managed_policy_document("AmazonEMRServicePolicy_v2")
+    calls = launch_requests(cluster.request)
+    assert len(calls) >= 20
+    assert [
+        (action, resource) for action, resource, context in calls if not allowed(policy, action, resource, context)
+    ] == []
+    # EMR creates no default security group (which needs a tagged VPC): the request names its groups.
+    assert {"EmrManagedMasterSecurityGroup", "EmrManagedSlaveSecurityGroup"} <= set(cluster.request["Instances"])
+    # The managed policy passes only EMR_EC2_DefaultRole; the inline policy passes the project's role.
+    role = f"arn:aws:iam::{ACCOUNT}:role/{emr_iam.INSTANCE_ROLE}"
+    to_ec2 = {"iam:PassedToService": "ec2.amazonaws.com"}
+    pass_role = boto("iam").get_role_policy(RoleName=emr_iam.SERVICE_ROLE, PolicyName=emr_iam.PASS_ROLE_POLICY)
+    assert not allowed(policy, "iam:PassRole", role, to_ec2)
+    assert allowed(pass_role["PolicyDocument"], "iam:PassRole", role, to_ec2)
+    assert not allowed(
+        pass_role["PolicyDocument"], "iam:PassRole", role, {"iam:PassedToService": "lambda.amazonaws.com"}
+    )
+
+
+def test_without_the_tag_the_launch_would_be_refused(cluster):
+    """The same evaluation fails on a request without the tag, and on an untagged subnet."""
+    policy = managed_policy_document("AmazonEMRServicePolicy_v2")
+    untagged = json.loads(json.dumps(cluster.request))
+    untagged["Tags"] = [tag for tag in untagged["Tags"] if tag["Key"] != emr_policy_facts.TAG]
+    refused = {
+        (action, resource.split(":")[-1].split("/")[0])
+        for action, resource, context in launch_requests(untagged)
+        if not allowed(policy, action, resource, context)
+    }
+    assert ("ec2:RunInstances", "instance") in refused
+    assert ("ec2:CreateLaunchTemplate", "launch-template") in refused
+    subnet_id = cluster.request["Instances"]["Ec2SubnetId"]
+    context = tag_context("ResourceTag", [])
+    assert not allowed(policy, "ec2:RunInstances", f"arn:aws:ec2:eu-west-1:{ACCOUNT}:subnet/{subnet_id}", context)
+    assert emr_network.EMR_MANAGED_TAG["Key"] == emr_policy_facts.TAG
+
+
+@pytest.mark.parametrize(
+    ("core_type", "fragment"),
+    [("t3.micro", "no YARN memory figure for t3.micro"), ("c5.large", "no YARN memory figure")],
+)
+def test_up_refuses_node_types_it_cannot_size(capsys, core_type, fragment):
+    code, _, err = run_cli(
+        capsys, "emr", "up", "--dry-run", "--bucket", BUCKET, "--ssh-cidr", CIDR, "--core-type", core_type
+    )
+    assert_usage_error(code, err, fragment)
+
+
+def test_executors_fit_the_node_types_with_room_for_the_driver():
+    assert {t: emr_memory.executors_per_node(t) for t in ("m5.xlarge", "c5.xlarge", "m6g.2xlarge")} == {
+        "m5.xlarge": 2,  # 2 x 4608 MB of 12288, and the driver's 2560 MB still fits beside them
+        "c5.xlarge": 1,  # 6144 MB for YARN: memory, not cores, bounds it
+        "m6g.2xlarge": 4,
+    }
+    assert 2 * emr_memory.EXECUTOR_CONTAINER_MB + emr_memory.DRIVER_MB + emr_memory.DRIVER_OVERHEAD_MB <= 12288

@@ -7,7 +7,7 @@ import nbformat
 import papermill
 import pytest
 
-from fruits.emr import remembered
+from fruits.emr.cluster import remembered
 from tests.conftest import ROOT, SAMPLE
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 
 from fruits import s3
 from fruits.aws import AwsTarget
+from tests.iam_policy import decision
 from tests.test_cli import assert_usage_error, run_cli
 
 
@@ -30,6 +33,43 @@ def test_init_creates_a_private_encrypted_bucket_with_the_layout(moto_endpoint, 
     assert client.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "eu-west-1"
     keys = {item["Key"] for item in client.list_objects_v2(Bucket=bucket)["Contents"]}
     assert keys == set(s3.LAYOUT)
+    assert client.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    rules = {rule["ID"]: rule for rule in client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules["fruits-expire-noncurrent-versions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+    assert rules["fruits-expire-logs"]["Expiration"] == {"Days": 90}
+    assert rules["fruits-expire-logs"]["Filter"] == {"Prefix": "logs/"}
+
+
+def test_init_denies_every_request_without_tls(moto_endpoint, bucket):
+    """moto stores the bucket policy but enforces none of it: evaluated here."""
+    s3.init_bucket(bucket, AwsTarget())
+    policy = json.loads(s3_client(moto_endpoint).get_bucket_policy(Bucket=bucket)["Policy"])
+    for action, resource in (
+        ("s3:GetObject", f"arn:aws:s3:::{bucket}/raw/x.jpg"),
+        ("s3:PutObject", f"arn:aws:s3:::{bucket}/processed/r/part-0.parquet"),
+        ("s3:ListBucket", f"arn:aws:s3:::{bucket}"),
+        ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/logs/j-1/x"),
+    ):
+        assert decision(policy, action, resource, {"aws:SecureTransport": "false"}) == "Deny"
+        assert decision(policy, action, resource, {"aws:SecureTransport": "true"}) == "ImplicitDeny"  # roles allow
+    assert decision(policy, "s3:GetObject", "arn:aws:s3:::other/x", {"aws:SecureTransport": "false"}) == "ImplicitDeny"
+
+
+def test_init_keeps_the_bucket_policy_and_lifecycle_rules_of_others(moto_endpoint, bucket):
+    client = s3_client(moto_endpoint)
+    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    theirs = {"Sid": "TheirAuditRole", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}
+    theirs |= {"Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [theirs]}))
+    their_rule = {"ID": "theirs", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled", "Expiration": {"Days": 1}}
+    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [their_rule]})
+    changes = s3.init_bucket(bucket, AwsTarget())
+    assert "bucket policy: requests without TLS are denied" in changes
+    statements = json.loads(client.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"]
+    assert [statement["Sid"] for statement in statements] == ["TheirAuditRole", s3.TLS_ONLY_SID]
+    rules = [rule["ID"] for rule in client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]]
+    assert rules == ["theirs", "fruits-expire-noncurrent-versions", "fruits-expire-logs"]
+    assert s3.init_bucket(bucket, AwsTarget()) == []
 
 
 def test_init_twice_changes_nothing(moto_endpoint, bucket, capsys):

@@ -1,11 +1,12 @@
 import io
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from fruits.config import Config, ConfigError
+from fruits.config import Config, ConfigError, cache_dir
 from fruits.progress import spark_progress
 from fruits.session import environment, get_spark, history_server_command
 
@@ -75,3 +76,20 @@ def test_spark_progress_reports_running_stages(spark, tmp_path):
     assert signal.exists()
     assert any(line.startswith("demo: stage ") and "/2 tasks" in line for line in lines)
     assert lines[-1].startswith("demo: done in ")
+
+
+def test_the_cache_falls_back_to_a_temporary_folder_when_home_is_not_writable(monkeypatch, tmp_path):
+    """Under YARN, HOME is /home/ (not the container user's); here HOME is a file."""
+    home = tmp_path / "home"
+    home.write_text("")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    tempfile.tempdir = None  # gettempdir() caches its answer
+    try:
+        assert cache_dir() == str(tmp_path / "tmp" / f"fruits-cache-{os.getuid()}")
+    finally:
+        tempfile.tempdir = None
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_dir() == str(tmp_path / ".cache" / "fruits")  # a writable HOME: nothing changes
