@@ -56,6 +56,10 @@ def delete(spark: SparkSession, uri: str) -> None:
 
 
 def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    write_bytes(spark, uri, text.encode("utf-8"))
+
+
+def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
     """Write a whole file: a reader sees a whole file or none, never half of one
     (written beside, then renamed into place once the old file is deleted, as
     Hadoop's rename does not replace; on S3 an object PUT is atomic anyway)."""
@@ -63,7 +67,7 @@ def write_text(spark: SparkSession, uri: str, text: str) -> None:
     partial = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(f"{uri}.partial")
     stream = fs.create(partial, True)
     try:
-        stream.write(bytearray(text.encode("utf-8")))
+        stream.write(bytearray(data))
     finally:
         stream.close()
     fs.delete(path, False)

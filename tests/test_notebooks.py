@@ -1,11 +1,17 @@
 """The notebooks run top to bottom with papermill, on data_sample and on real images."""
 
+import base64
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import papermill
 import pytest
+from PIL import Image
 
 from fruits.emr.cluster import remembered
 from tests.conftest import ROOT, SAMPLE
@@ -37,6 +43,31 @@ def execute(name: str, workdir: Path, **parameters) -> nbformat.NotebookNode:
         progress_bar=False,
     )
     return nbformat.read(executed, as_version=4)
+
+
+FIGURES = ("sample_images", "variance_curve", "scree", "projection", "confusion")
+LIVY_KERNEL = Path(__file__).with_name("livy_kernel.py")
+
+
+def png_sizes(folder: Path) -> dict[str, tuple[int, int]]:
+    """name -> (width, height) of every PNG in ``folder``."""
+    return {path.stem: Image.open(path).size for path in folder.glob("*.png")}
+
+
+def run_on_pyspark_kernel(name: str, workdir: Path, **parameters) -> list[dict]:
+    """Cells of notebook ``name`` run as EMR Studio's PySpark kernel would (tests/livy_kernel.py),
+    from an empty working directory: where each ran and what it returned."""
+    result = workdir.parent / f"{name}.livy.json"
+    values = [
+        f"{key}={json.dumps(str(value) if isinstance(value, Path) else value)}" for key, value in parameters.items()
+    ]
+    environment = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    command = [sys.executable, str(LIVY_KERNEL), str(ROOT / "notebooks" / f"{name}.ipynb"), str(result), *values]
+    run = subprocess.run(
+        command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(result.read_text())
 
 
 def images_in(notebook: nbformat.NotebookNode) -> int:
@@ -80,6 +111,7 @@ def test_notebooks_run_in_order_on_data_sample(weights, tmp_path, events):
 
     pca = execute("03_pca.ipynb", tmp_path, **params)
     assert images_in(pca) == 4  # variance curve, scree, 2-D projection, confusion matrix
+    assert png_sizes(tmp_path / "out" / "figures").keys() == set(FIGURES)  # a headless run leaves them behind
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["pca_k"] >= 2
     assert json.loads((tmp_path / "out" / "probe.json").read_text())["test_rows"] == 12
@@ -127,3 +159,33 @@ def test_emr_notebook_runs_against_moto(moto_endpoint, weights, tmp_path):
     cluster_id = remembered()["cluster_id"]
     cluster = boto3.client("emr", endpoint_url=moto_endpoint).describe_cluster(ClusterId=cluster_id)["Cluster"]
     assert cluster["Status"]["State"] == "TERMINATED"
+
+
+def check_livy_run(cells: list[dict], pictures: int) -> None:
+    failed = [(cell["code"][:80], cell.get("ename"), cell.get("evalue")) for cell in cells if cell["status"] != "ok"]
+    assert failed == []
+    assert [cell["code"] for cell in cells if cell["ran"] != "livy"] == []  # no logic behind a magic
+    images = [Image.open(io.BytesIO(base64.b64decode(cell["image/png"]))) for cell in cells if "image/png" in cell]
+    assert len(images) == pictures
+    assert all(image.width >= 200 and image.height >= 150 for image in images), [image.size for image in images]
+
+
+@pytest.mark.parametrize("subset", ["sample", pytest.param("real", marks=pytest.mark.slow)])
+def test_notebooks_run_on_the_pyspark_kernel_over_livy(weights, tmp_path, events, subset, request):
+    """01-03 as EMR Studio runs them: sparkmagic routing, a Livy session with `spark`
+    defined, a closed stdout per statement, %matplot, parameters injected after
+    the parameters cell, and a working directory that is neither the repo nor notebooks/."""
+    images = SAMPLE if subset == "sample" else request.getfixturevalue("real_subset")
+    container = tmp_path / "container_01"
+    container.mkdir()
+    out = tmp_path / "out"
+    params = {"input_uri": f"file://{images}", "output_uri": f"file://{out}", "weights": str(weights)}
+    params["event_log_dir"] = str(events)
+    check_livy_run(run_on_pyspark_kernel("01_local_setup", container, **params), pictures=1)
+    check_livy_run(run_on_pyspark_kernel("02_featurization", container, **params), pictures=0)
+    check_livy_run(run_on_pyspark_kernel("03_pca", container, **params), pictures=4)
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = 36 if subset == "sample" else 1600
+    assert (manifest["input_files"], manifest["featurized"]) == (expected, expected)
+    assert png_sizes(out / "figures").keys() == set(FIGURES)
+    assert list(container.iterdir()) == []  # nothing written relative to the container's folder

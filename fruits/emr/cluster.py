@@ -65,7 +65,10 @@ def elapsed(started: float) -> str:
 
 
 def wait_for(describe, label: str, done: tuple[str, ...], timeout_minutes: float) -> dict:
-    """Poll ``describe()`` (-> an object with Status.State) until a state in ``done``."""
+    """Poll ``describe()`` (-> an object with Status.State) until a state in ``done``,
+    printing each new state. Not botocore's waiters (ClusterRunning, StepComplete,
+    ClusterTerminated): they poll at the same 30 s but say nothing for the 10-15
+    minutes a cluster takes to start, and StepComplete never ends on INTERRUPTED."""
     started, last = time.monotonic(), None
     while True:
         item = describe()
