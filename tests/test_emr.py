@@ -13,6 +13,10 @@ import contextlib
 import io
 import ipaddress
 import json
+import re
+import shlex
+import subprocess
+import sys
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +25,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.stub import ANY, Stubber
 
 from fruits import aws, engines
 from fruits.cli import main
@@ -33,7 +38,7 @@ from fruits.emr import network as emr_network
 from fruits.emr import spec as emr_spec
 from fruits.features import file_sha256
 from tests import emr_policy_facts
-from tests.conftest import WEIGHTS
+from tests.conftest import ROOT, SAMPLE, WEIGHTS
 from tests.iam_policy import allowed
 from tests.test_cli import assert_usage_error, run_cli
 
@@ -644,3 +649,71 @@ def test_executors_fit_the_node_types_with_room_for_the_driver():
         "m6g.2xlarge": 4,
     }
     assert 2 * emr_memory.EXECUTOR_CONTAINER_MB + emr_memory.DRIVER_MB + emr_memory.DRIVER_OVERHEAD_MB <= 12288
+
+
+def test_notebook_step_runs_papermill_from_and_to_s3(cluster, weights, tmp_path):
+    """`emr notebook` adds a papermill step; its command, run here against the moto
+    server's S3 (Spark on local[2] instead of YARN), executes the notebook from
+    and to s3://."""
+    out = tmp_path / "out"
+    params = ["-p", "input_uri", str(SAMPLE), "-p", "output_uri", str(out), "-p", "weights", str(weights)]
+    result = cli("emr", "notebook", "02_featurization", "--cluster-id", cluster.id, *params)
+    assert result.code == 0, result.err
+    step = boto("emr").describe_step(ClusterId=cluster.id, StepId=result.out.strip())["Step"]
+    bash, flag, script = step["Config"]["Args"]
+    assert (step["Config"]["Jar"], bash, flag) == ("command-runner.jar", "bash", "-c")
+    environment, _, command = script.partition(" exec ")
+    assert "SPARK_HOME=/usr/lib/spark" in environment
+    assert 'PYTHONPATH="/usr/lib/spark/python:$(ls /usr/lib/spark/python/lib/py4j-*-src.zip)"' in environment
+    papermill, source, executed, *options = shlex.split(command)
+    assert papermill == "/opt/fruits/venv/bin/papermill"
+    assert source == f"s3://{BUCKET}/notebooks/02_featurization.ipynb"
+    assert re.fullmatch(
+        rf"s3://{BUCKET}/notebooks/runs/02_featurization-\d{{8}}T\d{{6}}Z/02_featurization\.ipynb", executed
+    )
+    assert options[options.index("spark_master") + 1] == "yarn"
+    uploaded = boto("s3").get_object(Bucket=BUCKET, Key="notebooks/02_featurization.ipynb")["Body"].read()
+    assert uploaded == (ROOT / "notebooks" / "02_featurization.ipynb").read_bytes()
+
+    options[options.index("spark_master") + 1] = "local[2]"
+    local = [str(Path(sys.executable).with_name("papermill")), source, executed, *options]
+    run = subprocess.run(local, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    bucket_key = executed.removeprefix(f"s3://{BUCKET}/")
+    notebook = json.loads(boto("s3").get_object(Bucket=BUCKET, Key=bucket_key)["Body"].read())
+    assert notebook["metadata"]["papermill"]["parameters"]["input_uri"] == str(SAMPLE)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["input_files"], manifest["featurized"]) == (36, 36)
+
+
+def test_notebook_in_emr_studio_sends_a_valid_start_notebook_execution(calls, capsys, monkeypatch):
+    """moto has no StartNotebookExecution: botocore's Stubber checks the request
+    against the service model and answers it."""
+    client = boto3.client("emr", region_name="eu-west-1")
+    stubber = Stubber(client)
+    cluster = {"Id": "j-STUDIO", "Name": "fruits", "Status": {"State": "WAITING"}, "LogUri": f"s3n://{BUCKET}/logs/"}
+    stubber.add_response("describe_cluster", {"Cluster": cluster}, {"ClusterId": "j-STUDIO"})
+    expected = {
+        "EditorId": "e-WORKSPACE",
+        "RelativePath": "03_pca.ipynb",
+        "NotebookExecutionName": ANY,
+        "NotebookParams": json.dumps({"output_uri": f"s3://{BUCKET}/processed/r1", "pca_variance": "0.9"}),
+        "ExecutionEngine": {"Id": "j-STUDIO", "Type": "EMR"},
+        "ServiceRole": emr_iam.SERVICE_ROLE,
+        "Tags": [{"Key": "project", "Value": "fruits"}],
+    }
+    stubber.add_response("start_notebook_execution", {"NotebookExecutionId": "ex-1"}, expected)
+    monkeypatch.setattr(aws, "client", lambda service, target: client)
+    with stubber:
+        code, out, _ = run_cli(
+            capsys, "emr", "notebook", "03_pca", "--cluster-id", "j-STUDIO", "--studio-workspace", "e-WORKSPACE",
+            "-p", "output_uri", f"s3://{BUCKET}/processed/r1", "-p", "pca_variance", "0.9",
+        )  # fmt: skip
+        stubber.assert_no_pending_responses()
+    assert code == 0
+    assert out.strip() == "notebook execution ex-1 started in EMR Studio workspace e-WORKSPACE"
+
+
+def test_notebook_refuses_a_notebook_it_cannot_run_headless(capsys):
+    code, _, err = run_cli(capsys, "emr", "notebook", "04_emr_run", "--cluster-id", "j-ANY")
+    assert_usage_error(code, err, "choose one of: 01_local_setup, 02_featurization, 03_pca")

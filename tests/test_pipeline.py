@@ -133,7 +133,8 @@ def test_featurize_then_pca_separately_and_deterministically(spark, sample_run, 
     code, stdout, _ = run_cli(capsys, "pca", "--input", out, "--pca-k", "5")
     assert code == 0
     assert "PCA k        5" in stdout
-    assert manifest_of(out)["pca_k"] == 5
+    pca = manifest_of(out)
+    assert (pca["pca_k"], pca["pca_variance_target"], pca["pca_standardized"]) == (5, None, False)  # k was given
     assert {len(r["pca"]) for r in read(spark, out / "pca").collect()} == {5}
 
 

@@ -40,7 +40,7 @@ def test_every_fruits_command_in_the_readme_parses():
         for line in block.splitlines()
         if line.startswith(("fruits s3 ", "fruits emr "))  # the synopsis lines above have placeholders
     ]
-    assert len(commands) == 9
+    assert len(commands) == 10
     for command in commands:
         build_parser().parse_args(shlex.split(command)[1:])
 

@@ -7,7 +7,7 @@ import argparse
 
 from fruits import argtypes
 from fruits.aws import add_aws_options
-from fruits.emr import clone, cluster, cost, steps
+from fruits.emr import clone, cluster, cost, notebooks, steps
 from fruits.emr.cost import DEFAULT_IMAGES_PER_VCPU_SECOND, DEFAULT_STARTUP_MINUTES
 from fruits.emr.spec import CLUSTER_SPEC
 
@@ -43,13 +43,14 @@ def _wait_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands) -> None:
-    """`fruits emr up|run|status|ui|down|clone|cost`."""
+    """`fruits emr up|run|notebook|status|ui|down|clone|cost`."""
     text = "an EMR cluster for fruits steps: create, run steps, watch, tunnel, terminate, clone, cost"
     emr = commands.add_parser("emr", help=text, description=text)
     actions = emr.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     _add_up(actions)
     _add_run(actions)
+    _add_notebook(actions)
     for name, handler, text in (
         ("status", steps.status, "cluster state, steps, failures and log location"),
         ("ui", cluster.ui, "SSH tunnel commands for the Spark History Server, YARN and Livy"),
@@ -130,3 +131,20 @@ def _add_run(actions) -> None:
         "fruits_args", nargs=argparse.REMAINDER, help="-- then the fruits run|featurize|pca arguments"
     )
     run_parser.set_defaults(handler=steps.run)
+
+
+def _add_notebook(actions) -> None:
+    text = "run notebook 01, 02 or 03 headless on the cluster (papermill step; executed copy to s3://B/notebooks/runs/)"
+    parser = actions.add_parser("notebook", help=text, description=text)
+    parser.add_argument("name", help=f"one of: {', '.join(notebooks.HEADLESS)}")
+    parser.add_argument(
+        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+        help="a notebook parameter, as papermill's -p (e.g. -p input_uri s3://B/raw/fruits-360)",
+    )  # fmt: skip
+    parser.add_argument("--wait", action="store_true", help="wait for the step; exit 1 if it fails")
+    parser.add_argument(
+        "--studio-workspace", metavar="ID", help="run it in this EMR Studio workspace instead (StartNotebookExecution)"
+    )
+    _wait_option(parser)
+    _cluster_options(parser)
+    parser.set_defaults(handler=notebooks.run_notebook)
