@@ -717,3 +717,14 @@ def test_notebook_in_emr_studio_sends_a_valid_start_notebook_execution(calls, ca
 def test_notebook_refuses_a_notebook_it_cannot_run_headless(capsys):
     code, _, err = run_cli(capsys, "emr", "notebook", "04_emr_run", "--cluster-id", "j-ANY")
     assert_usage_error(code, err, "choose one of: 01_local_setup, 02_featurization, 03_pca")
+
+
+def test_a_spec_without_the_managed_policy_tag_gets_it(capsys, tmp_path):
+    """A spec cloned before the tag existed (or edited by hand) still launches."""
+    spec = emr_spec.load_spec()
+    spec["Tags"] = [tag for tag in spec["Tags"] if tag["Key"] != emr_policy_facts.TAG]
+    path = tmp_path / "old-spec.json"
+    path.write_text(json.dumps(spec))
+    code, out, _ = run_cli(capsys, "emr", "up", "--dry-run", "--spec", path, "--bucket", BUCKET, "--ssh-cidr", CIDR)
+    assert code == 0
+    assert {"Key": emr_policy_facts.TAG, "Value": "true"} in json.loads(out)["Tags"]
