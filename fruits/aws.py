@@ -46,10 +46,13 @@ def error_code(exc: Exception) -> str:
 @contextlib.contextmanager
 def user_errors(what: str) -> Iterator[None]:
     """Turn credential, endpoint and permission errors into one-line ConfigErrors."""
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
 
     try:
         yield
+    except S3UploadFailedError as exc:  # upload_file wraps the ClientError in its message
+        raise ConfigError(f"{what}: {str(exc).strip().splitlines()[0]}") from None
     except NoCredentialsError:
         raise ConfigError(
             "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -43,7 +44,19 @@ def cache_dir() -> str:
     preferred = os.path.join(cache, "fruits")
     if _can_write(preferred):
         return preferred
-    return os.path.join(tempfile.gettempdir(), f"fruits-cache-{os.getuid()}")
+    return _private_temporary_folder()
+
+
+def _private_temporary_folder() -> str:
+    """<tmp>/fruits-cache-<uid>, made 0700 and checked to be this user's alone (it
+    holds models that runs trust); a fresh folder if someone else's is in the way."""
+    folder = os.path.join(tempfile.gettempdir(), f"fruits-cache-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)
+    status = os.lstat(folder)
+    if status.st_uid == os.getuid() and not status.st_mode & 0o077 and os.path.isdir(folder):
+        return folder
+    return tempfile.mkdtemp(prefix="fruits-cache-")
 
 
 def default_event_log_dir() -> str:

@@ -69,7 +69,8 @@ class Backbone:
 
 
 def _onnx_path(weights_sha256: str, cache_dir: Path) -> Path:
-    return cache_dir / f"mobilenet_v2-{weights_sha256[:16]}-{IMAGE_SIZE[0]}-fp32.onnx"
+    """v2: conversions that carry the weights' SHA-256 in their metadata (older ones do not)."""
+    return cache_dir / f"mobilenet_v2-{weights_sha256[:16]}-{IMAGE_SIZE[0]}-v2-fp32.onnx"
 
 
 def _write_atomically(path: Path, content: bytes) -> None:

@@ -98,9 +98,10 @@ def bucket_policy_with_conditions(bucket, action: str, resource: str):
 
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory):
-    """moto's server on 127.0.0.1 over TLS: the real AWS API, with fake credentials
-    and a pinned region so no test can reach or bill real AWS. TLS matters: moto
-    enforces the bucket's deny-without-TLS policy (aws:SecureTransport)."""
+    """moto's server on 127.0.0.1, TLS only: the real AWS API, with fake credentials
+    and a pinned region so no test can reach or bill real AWS. Every request it
+    answers came over TLS, as to AWS, so the bucket policy's aws:SecureTransport
+    condition is evaluated as "true" (bucket_policy_with_conditions)."""
     import threading
 
     from moto.s3.models import FakeBucket
@@ -183,3 +184,12 @@ def real_subset(tmp_path_factory) -> Path:
 def guard_subset(tmp_path_factory) -> Path:
     """A copy of 47 real classes (3,760 images)."""
     return copy_classes(tmp_path_factory.mktemp("fruits360-guard"), GUARD_CLASSES_STEP)
+
+
+def without_tensorflow(folder: Path) -> Path:
+    """A PYTHONPATH entry on which `import tensorflow` (or keras, tf2onnx) fails, as
+    on the EMR nodes, whose lean stack has none of them."""
+    for name in ("tensorflow", "keras", "tf2onnx"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "__init__.py").write_text(f"raise ImportError('no {name} on the EMR nodes')\n")
+    return folder

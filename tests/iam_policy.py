@@ -49,8 +49,8 @@ def _condition_holds(operator: str, key: str, expected, context: Context) -> boo
         return (key not in context) == (str(_listed(expected)[0]).lower() == "true")
     if_exists = operator.endswith("IfExists")
     operator = operator.removesuffix("IfExists")
-    if key not in context:
-        return if_exists or (qualifier == "ForAllValues")
+    if key not in context:  # a negated operator holds for a missing key, as AWS evaluates it
+        return if_exists or qualifier == "ForAllValues" or operator in _NEGATED
     positive = _NEGATED.get(operator, operator)
     expected_values = [str(value) for value in _listed(expected)]
     actual_values = _listed(context[key])

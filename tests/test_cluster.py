@@ -31,7 +31,7 @@ import fruits
 from fruits import engines
 from fruits.config import cache_dir
 from fruits.features import FEATURE_DIM, file_sha256
-from tests.conftest import REAL_CLASSES_STEP, SAMPLE, copy_classes
+from tests.conftest import REAL_CLASSES_STEP, SAMPLE, copy_classes, without_tensorflow
 from tests.test_pipeline import manifest_of
 
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
@@ -390,15 +390,6 @@ def test_an_executor_lost_mid_job_is_replaced_and_its_tasks_retried(
     assert len(rows) == EXECUTOR_LOSS_IMAGES
     assert {row["path"] for row in rows} == image_uris(executor_loss_input)
     assert all(len(row["features"]) == FEATURE_DIM and row["error"] is None for row in rows)
-
-
-def without_tensorflow(folder: Path) -> Path:
-    """A PYTHONPATH entry on which `import tensorflow` (or keras, tf2onnx) fails, as
-    on the EMR nodes, whose lean stack has none of them."""
-    for name in ("tensorflow", "keras", "tf2onnx"):
-        (folder / name).mkdir(parents=True)
-        (folder / name / "__init__.py").write_text(f"raise ImportError('no {name} on the EMR nodes')\n")
-    return folder
 
 
 @pytest.mark.slow

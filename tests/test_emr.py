@@ -13,6 +13,7 @@ import contextlib
 import io
 import ipaddress
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -38,7 +39,7 @@ from fruits.emr import network as emr_network
 from fruits.emr import spec as emr_spec
 from fruits.features import file_sha256
 from tests import emr_policy_facts
-from tests.conftest import ROOT, SAMPLE, WEIGHTS
+from tests.conftest import ROOT, SAMPLE, WEIGHTS, without_tensorflow
 from tests.iam_policy import allowed
 from tests.test_cli import assert_usage_error, run_cli
 
@@ -88,6 +89,20 @@ class Recorder:
             parsed["Step"]["Status"] = self.step_status
 
 
+def give_the_default_vpc_an_internet_gateway() -> None:
+    """AWS's default VPC routes 0.0.0.0/0 to an internet gateway (its subnets are
+    public); moto's has no gateway, which would make every default subnet private."""
+    ec2 = boto3.client("ec2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    main = ec2.describe_route_tables(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "association.main", "Values": ["true"]}]
+    )["RouteTables"][0]
+    if not any(route.get("GatewayId", "").startswith("igw-") for route in main["Routes"]):
+        gateway = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        ec2.attach_internet_gateway(InternetGatewayId=gateway, VpcId=vpc)
+        ec2.create_route(RouteTableId=main["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway)
+
+
 @pytest.fixture(scope="module")
 def calls(moto_endpoint):
     recorder = Recorder()
@@ -98,6 +113,7 @@ def calls(moto_endpoint):
         patch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
         patch.setattr(emr_cluster, "POLL_SECONDS", 0.01)
         patch.setattr(emr_cluster, "IAM_RETRY_SECONDS", 0.01)
+        give_the_default_vpc_an_internet_gateway()
         yield recorder
 
 
@@ -675,9 +691,23 @@ def test_notebook_step_runs_papermill_from_and_to_s3(cluster, weights, tmp_path)
     uploaded = boto("s3").get_object(Bucket=BUCKET, Key="notebooks/02_featurization.ipynb")["Body"].read()
     assert uploaded == (ROOT / "notebooks" / "02_featurization.ipynb").read_bytes()
 
+    model_uri = options[options.index("onnx_model") + 1]  # notebook 02 gets the model converted here
+    assert model_uri == f"s3://{BUCKET}/code/models/{file_sha256(weights)}.onnx"
+    model = tmp_path / "model.onnx"  # this machine's Spark cannot read s3://: a local copy of the object
+    model.write_bytes(
+        boto("s3").get_object(Bucket=BUCKET, Key=model_uri.removeprefix(f"s3://{BUCKET}/"))["Body"].read()
+    )
+    options[options.index("onnx_model") + 1] = str(model)
     options[options.index("spark_master") + 1] = "local[2]"
     local = [str(Path(sys.executable).with_name("papermill")), source, executed, *options]
-    run = subprocess.run(local, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    lean = {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(without_tensorflow(tmp_path / "lean")), os.environ.get("PYTHONPATH")])
+        )
+    }
+    run = subprocess.run(
+        local, cwd=tmp_path, env={**os.environ, **lean}, capture_output=True, text=True, timeout=600, check=False
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     bucket_key = executed.removeprefix(f"s3://{BUCKET}/")
     notebook = json.loads(boto("s3").get_object(Bucket=BUCKET, Key=bucket_key)["Body"].read())
@@ -697,9 +727,9 @@ def test_notebook_in_emr_studio_sends_a_valid_start_notebook_execution(calls, ca
         "EditorId": "e-WORKSPACE",
         "RelativePath": "03_pca.ipynb",
         "NotebookExecutionName": ANY,
-        "NotebookParams": json.dumps({"output_uri": f"s3://{BUCKET}/processed/r1", "pca_variance": "0.9"}),
+        "NotebookParams": json.dumps({"output_uri": f"s3://{BUCKET}/processed/r1", "pca_variance": 0.9}),  # typed
         "ExecutionEngine": {"Id": "j-STUDIO", "Type": "EMR"},
-        "ServiceRole": emr_iam.SERVICE_ROLE,
+        "ServiceRole": "EMR_Notebooks_DefaultRole",
         "Tags": [{"Key": "project", "Value": "fruits"}],
     }
     stubber.add_response("start_notebook_execution", {"NotebookExecutionId": "ex-1"}, expected)
@@ -728,3 +758,21 @@ def test_a_spec_without_the_managed_policy_tag_gets_it(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "emr", "up", "--dry-run", "--spec", path, "--bucket", BUCKET, "--ssh-cidr", CIDR)
     assert code == 0
     assert {"Key": emr_policy_facts.TAG, "Value": "true"} in json.loads(out)["Tags"]
+
+
+def test_a_private_subnet_gets_a_service_access_group(calls, wheel):
+    """EMR tells a private subnet by its route table (no 0.0.0.0/0 to an internet
+    gateway); there the EMR-managed groups need a service-access group too."""
+    ec2 = boto("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
+    assert cli("s3", "init", "--bucket", BUCKET).code == 0
+    result = cli(
+        "emr", "up", "--bucket", BUCKET, "--ssh-cidr", CIDR, "--subnet-id", subnet, "--wheel", wheel, "--no-wait"
+    )
+    assert result.code == 0, result.err
+    instances = calls.requests[result.out.strip()]["Instances"]
+    assert instances["Ec2SubnetId"] == subnet
+    (group,) = ec2.describe_security_groups(GroupIds=[instances["ServiceAccessSecurityGroup"]])["SecurityGroups"]
+    assert (group["GroupName"], group["VpcId"]) == (emr_network.SERVICE_ACCESS_GROUP, vpc)
+    assert emr_network.EMR_MANAGED_TAG in group["Tags"]

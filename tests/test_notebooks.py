@@ -13,8 +13,11 @@ import papermill
 import pytest
 from PIL import Image
 
+from fruits import engines
+from fruits.config import cache_dir
 from fruits.emr.cluster import remembered
-from tests.conftest import ROOT, SAMPLE
+from fruits.features import file_sha256
+from tests.conftest import ROOT, SAMPLE, without_tensorflow
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 LOCAL_PARAMETERS = {
@@ -25,6 +28,7 @@ LOCAL_PARAMETERS = {
     "pca_variance",
     "spark_master",
     "event_log_dir",
+    "onnx_model",
 }
 EMR_PARAMETERS = {
     "bucket", "region", "endpoint_url", "local_images", "dataset", "run_id", "ssh_cidr", "key_name",
@@ -56,16 +60,17 @@ def png_sizes(folder: Path) -> dict[str, tuple[int, int]]:
 
 def run_on_pyspark_kernel(name: str, workdir: Path, **parameters) -> list[dict]:
     """Cells of notebook ``name`` run as EMR Studio's PySpark kernel would (tests/livy_kernel.py),
-    from an empty working directory: where each ran and what it returned."""
+    from an empty working directory, with no TensorFlow or Keras importable (the
+    nodes' stack): where each ran and what it returned."""
     result = workdir.parent / f"{name}.livy.json"
-    values = [
-        f"{key}={json.dumps(str(value) if isinstance(value, Path) else value)}" for key, value in parameters.items()
-    ]
+    values = [f"{key}={json.dumps(value)}" for key, value in parameters.items()]
+    lean = workdir.parent / "lean"
+    if not lean.exists():
+        without_tensorflow(lean)
     environment = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(lean), os.environ.get("PYTHONPATH")]))
     command = [sys.executable, str(LIVY_KERNEL), str(ROOT / "notebooks" / f"{name}.ipynb"), str(result), *values]
-    run = subprocess.run(
-        command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=900, check=False
-    )
+    run = subprocess.run(command, check=False, cwd=workdir, env=environment, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(result.read_text())
 
@@ -179,7 +184,8 @@ def test_notebooks_run_on_the_pyspark_kernel_over_livy(weights, tmp_path, events
     container = tmp_path / "container_01"
     container.mkdir()
     out = tmp_path / "out"
-    params = {"input_uri": f"file://{images}", "output_uri": f"file://{out}", "weights": str(weights)}
+    model = engines.onnx_model(weights, file_sha256(weights), Path(cache_dir()) / "models")  # as emr notebook uploads
+    params = {"input_uri": f"file://{images}", "output_uri": f"file://{out}", "onnx_model": f"file://{model}"}
     params["event_log_dir"] = str(events)
     check_livy_run(run_on_pyspark_kernel("01_local_setup", container, **params), pictures=1)
     check_livy_run(run_on_pyspark_kernel("02_featurization", container, **params), pictures=0)

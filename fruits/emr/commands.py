@@ -145,6 +145,11 @@ def _add_notebook(actions) -> None:
     parser.add_argument(
         "--studio-workspace", metavar="ID", help="run it in this EMR Studio workspace instead (StartNotebookExecution)"
     )
+    parser.add_argument(
+        "--notebook-role",
+        default=notebooks.STUDIO_ROLE,
+        help="with --studio-workspace: the notebook execution's service role (default: %(default)s)",
+    )
     _wait_option(parser)
     _cluster_options(parser)
     parser.set_defaults(handler=notebooks.run_notebook)

@@ -74,10 +74,21 @@ def _ensure_tagged_group(ec2, vpc_id: str, name: str, description: str, changes:
     return group
 
 
-def is_private(subnet: dict) -> bool:
-    """EMR's test for a private subnet is its route table; a subnet that gives
-    no public addresses is as good a sign without another API call."""
-    return not subnet.get("MapPublicIpOnLaunch", False)
+def is_private(ec2, subnet: dict) -> bool:
+    """EMR's test: a subnet is public when its route table (its own, else the VPC's
+    main one) sends 0.0.0.0/0 to an internet gateway."""
+    tables = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": [subnet["SubnetId"]]}])
+    routes = (
+        tables["RouteTables"]
+        or ec2.describe_route_tables(
+            Filters=[{"Name": "vpc-id", "Values": [subnet["VpcId"]]}, {"Name": "association.main", "Values": ["true"]}]
+        )["RouteTables"]
+    )
+    return not any(
+        route.get("DestinationCidrBlock") == "0.0.0.0/0" and route.get("GatewayId", "").startswith("igw-")
+        for table in routes
+        for route in table.get("Routes", [])
+    )
 
 
 def ensure_emr_managed_groups(ec2, subnet: dict, changes: list[str]) -> dict[str, str | None]:
@@ -90,7 +101,7 @@ def ensure_emr_managed_groups(ec2, subnet: dict, changes: list[str]) -> dict[str
     primary = _ensure_tagged_group(ec2, vpc_id, PRIMARY_GROUP, "fruits EMR primary node (EMR-managed rules)", changes)
     core = _ensure_tagged_group(ec2, vpc_id, CORE_GROUP, "fruits EMR core and task nodes (EMR-managed rules)", changes)
     service = None
-    if is_private(subnet):
+    if is_private(ec2, subnet):
         service = _ensure_tagged_group(
             ec2, vpc_id, SERVICE_ACCESS_GROUP, "fruits EMR service access (private subnet)", changes
         )["GroupId"]

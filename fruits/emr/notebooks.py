@@ -6,8 +6,13 @@ to s3://B/notebooks/runs/<run-id>/; its figures land under the notebook's
 ``output_uri``. The kernel is the venv's ipykernel; EMR's own pyspark (not in the
 venv) is put on its path and Spark runs on YARN.
 
+Notebook 02 featurizes: it gets the model converted where you run the command
+and uploaded to s3://B/code/models/ (-p onnx_model), as `fruits emr run` does.
+
 With --studio-workspace: EMR Studio's parameterized execution
-(StartNotebookExecution) instead, on the workspace's copy of the notebook.
+(StartNotebookExecution) instead, on the workspace's copy of the notebook, run
+with the notebook-execution role (--notebook-role, default EMR Studio's
+EMR_Notebooks_DefaultRole: it needs the workspace's S3 location).
 moto does not implement that API: its request is checked against botocore's
 service model only (tests/test_emr.py, with a Stubber).
 """
@@ -22,14 +27,16 @@ from pathlib import Path
 
 from fruits import aws
 from fruits.aws import user_errors
-from fruits.config import ConfigError
+from fruits.config import ConfigError, default_weights
 from fruits.emr.cluster import cluster_target, live_cluster, wait_for
-from fruits.emr.iam import SERVICE_ROLE
+from fruits.emr.code import upload_model
 from fruits.emr.spec import ROOT, VENV_PYTHON
 from fruits.emr.steps import STEP_FAILED, cluster_bucket, step_failure
 
 NOTEBOOKS = ROOT / "notebooks"
 HEADLESS = ("01_local_setup", "02_featurization", "03_pca")  # 04 drives AWS from your machine
+FEATURIZING = ("02_featurization",)  # given the model converted here: the nodes have no Keras
+STUDIO_ROLE = "EMR_Notebooks_DefaultRole"  # the role EMR Studio creates for notebook executions
 EMR_SPARK_PYTHON = "/usr/lib/spark/python"  # EMR's pyspark, and py4j under lib/
 
 
@@ -67,15 +74,24 @@ def step_request(bucket: str, name: str, run_id: str, params: dict[str, str]) ->
     }
 
 
-def studio_request(cluster_id: str, workspace: str, name: str, run_id: str, params: dict[str, str]) -> dict:
+def typed(value: str):
+    """A parameter as papermill's -p reads it (0.9 a number, true a bool, else text):
+    NotebookParams passes JSON types on, and the notebooks compare numbers."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def studio_request(cluster_id: str, workspace: str, name: str, run_id: str, params: dict, *, role: str) -> dict:
     """StartNotebookExecution: the workspace's copy of the notebook, on this cluster."""
     return {
         "EditorId": workspace,
         "RelativePath": f"{name}.ipynb",
         "NotebookExecutionName": run_id,
-        "NotebookParams": json.dumps(params),
+        "NotebookParams": json.dumps({key: typed(value) for key, value in params.items()}),
         "ExecutionEngine": {"Id": cluster_id, "Type": "EMR"},
-        "ServiceRole": SERVICE_ROLE,
+        "ServiceRole": role,
         "Tags": [{"Key": "project", "Value": "fruits"}],
     }
 
@@ -88,13 +104,15 @@ def run_notebook(args) -> int:
     with user_errors(f"emr notebook on {cluster_id}"):
         emr = aws.client("emr", target)
         cluster = live_cluster(emr, cluster_id)
+        bucket = cluster_bucket(cluster)
+        s3 = aws.client("s3", target)
+        if name in FEATURIZING and "onnx_model" not in params:
+            params["onnx_model"] = upload_model(s3, bucket, params.get("weights") or default_weights())
         if args.studio_workspace:
-            request = studio_request(cluster_id, args.studio_workspace, name, run_id, params)
+            request = studio_request(cluster_id, args.studio_workspace, name, run_id, params, role=args.notebook_role)
             execution = emr.start_notebook_execution(**request)["NotebookExecutionId"]
             print(f"notebook execution {execution} started in EMR Studio workspace {args.studio_workspace}")
             return 0
-        bucket = cluster_bucket(cluster)
-        s3 = aws.client("s3", target)
         s3.upload_file(str(NOTEBOOKS / f"{name}.ipynb"), bucket, f"notebooks/{name}.ipynb")
         step = step_request(bucket, name, run_id, params)
         step_id = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]

@@ -151,12 +151,15 @@ def build_request(spec: dict, values: dict, args) -> dict:
             instances.pop(field, None)
             if values[key]:
                 instances[field] = values[key]
-    tags = request.setdefault("Tags", [])
-    if EMR_MANAGED_TAG not in tags:
-        tags.insert(0, dict(EMR_MANAGED_TAG))
+    others = [tag for tag in request.get("Tags", []) if tag.get("Key") != EMR_MANAGED_TAG["Key"]]
+    request["Tags"] = [dict(EMR_MANAGED_TAG), *others]  # one value per key: RunJobFlow refuses duplicates
     groups = groups_by_role(request)
     workers = [groups[role]["InstanceType"] for role in ("CORE", "TASK") if role in groups]
-    defaults = next(c for c in request.setdefault("Configurations", []) if c["Classification"] == "spark-defaults")
+    configurations = request.setdefault("Configurations", [])
+    defaults = next((c for c in configurations if c.get("Classification") == "spark-defaults"), None)
+    if defaults is None:
+        defaults = {"Classification": "spark-defaults", "Properties": {}}
+        configurations.append(defaults)
     defaults.setdefault("Properties", {}).update(spark_memory(workers))
     validate_request(request)
     return request
