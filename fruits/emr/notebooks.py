@@ -28,10 +28,10 @@ from pathlib import Path
 from fruits import aws
 from fruits.aws import user_errors
 from fruits.config import ConfigError, default_weights
-from fruits.emr.cluster import cluster_target, live_cluster, wait_for
+from fruits.emr.cluster import cluster_target, live_cluster
 from fruits.emr.code import upload_model
 from fruits.emr.spec import ROOT, VENV_PYTHON
-from fruits.emr.steps import STEP_FAILED, cluster_bucket, step_failure
+from fruits.emr.steps import cluster_bucket, follow_step
 
 NOTEBOOKS = ROOT / "notebooks"
 HEADLESS = ("01_local_setup", "02_featurization", "03_pca")  # 04 drives AWS from your machine
@@ -117,20 +117,4 @@ def run_notebook(args) -> int:
         step = step_request(bucket, name, run_id, params)
         step_id = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]
         print(f"step {step_id}: {name} -> s3://{bucket}/notebooks/runs/{run_id}/{name}.ipynb", file=sys.stderr)
-        if not args.wait:
-            print(step_id)
-            return 0
-        done = wait_for(
-            lambda: emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"],
-            f"step {step_id}",
-            ("COMPLETED", *STEP_FAILED),
-            args.timeout,
-        )
-    if done["Status"]["State"] != "COMPLETED":
-        print(
-            f"fruits emr notebook: step {step_id} {done['Status']['State']}: {step_failure(done, cluster)}",
-            file=sys.stderr,
-        )
-        return 1
-    print(step_id)
-    return 0
+        return follow_step(emr, cluster, step_id, "notebook", args)

@@ -92,19 +92,23 @@ def run(args) -> int:
         step = step_request(bucket, fruits_args, args.conf)
         step_id = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]
         print(f"step {step_id} added to {cluster_id}", file=sys.stderr)
-        if not args.wait:
-            print(step_id)
-            return 0
+        return follow_step(emr, cluster, step_id, "run", args)
+
+
+def follow_step(emr, cluster: dict, step_id: str, command: str, args) -> int:
+    """Print the step id; with --wait, first follow the step to its end: exit 1,
+    with the reason and the logs, unless it completed."""
+    if args.wait:
         done = wait_for(
-            lambda: emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"],
+            lambda: emr.describe_step(ClusterId=cluster["Id"], StepId=step_id)["Step"],
             f"step {step_id}",
             ("COMPLETED", *STEP_FAILED),
             args.timeout,
         )
-    state = done["Status"]["State"]
-    if state != "COMPLETED":
-        print(f"fruits emr run: step {step_id} {state}: {step_failure(done, cluster)}", file=sys.stderr)
-        return 1
+        state = done["Status"]["State"]
+        if state != "COMPLETED":
+            print(f"fruits emr {command}: step {step_id} {state}: {step_failure(done, cluster)}", file=sys.stderr)
+            return 1
     print(step_id)
     return 0
 
