@@ -776,3 +776,14 @@ def test_a_private_subnet_gets_a_service_access_group(calls, wheel):
     (group,) = ec2.describe_security_groups(GroupIds=[instances["ServiceAccessSecurityGroup"]])["SecurityGroups"]
     assert (group["GroupName"], group["VpcId"]) == (emr_network.SERVICE_ACCESS_GROUP, vpc)
     assert emr_network.EMR_MANAGED_TAG in group["Tags"]
+
+
+def test_notebook_wait_reports_a_failed_step(cluster, calls, capsys):
+    calls.step_status = {"State": "FAILED", "FailureDetails": {"Reason": "papermill", "Message": "cell 4 raised"}}
+    try:
+        code, _, err = run_cli(capsys, "emr", "notebook", "03_pca", "--cluster-id", cluster.id, "--wait")
+    finally:
+        calls.step_status = None
+    assert code == 1
+    assert "fruits emr notebook: step s-" in err
+    assert "FAILED: papermill: cell 4 raised (logs: " in err.strip().splitlines()[-1]
