@@ -256,7 +256,7 @@ def test_up_uploads_the_code_and_the_bootstrap_action(cluster, wheel):
     assert {f"code/{wheel.name}", "code/requirements-emr.lock", emr_code.ENTRY_KEY, emr_code.BOOTSTRAP_KEY} <= keys
     assert [key for key in keys if key.startswith("code/fruits-")] == [f"code/{wheel.name}"]  # one wheel
     requirements = s3.get_object(Bucket=BUCKET, Key="code/requirements-emr.lock")["Body"].read()
-    assert requirements == emr_code.REQUIREMENTS.read_bytes()
+    assert requirements == emr_code.NODES_LOCK.read_bytes()
     names = zipfile.ZipFile(wheel).namelist()
     assert {"fruits/emr/cluster.py", "fruits/emr_step.py", "fruits/spark_args.py", "fruits/cli.py"} <= set(names)
 
@@ -616,8 +616,14 @@ def test_the_service_role_may_make_every_ec2_call_of_the_launch(cluster):
     assert [
         (action, resource) for action, resource, context in calls if not allowed(policy, action, resource, context)
     ] == []
-    # EMR creates no default security group (which needs a tagged VPC): the request names its groups.
+    # EMR creates no default security group: in this untagged VPC it may not, so the request names its groups.
     assert {"EmrManagedMasterSecurityGroup", "EmrManagedSlaveSecurityGroup"} <= set(cluster.request["Instances"])
+    ec2 = boto("ec2")
+    subnet = ec2.describe_subnets(SubnetIds=[cluster.request["Instances"]["Ec2SubnetId"]])["Subnets"][0]
+    vpc = ec2.describe_vpcs(VpcIds=[subnet["VpcId"]])["Vpcs"][0]
+    fact = emr_policy_facts.DEFAULT_GROUPS_IN_VPC
+    vpc_arn = f"arn:aws:ec2:eu-west-1:{ACCOUNT}:{fact.resource}/{vpc['VpcId']}"
+    assert not allowed(policy, fact.actions[0], vpc_arn, tag_context("ResourceTag", vpc.get("Tags", [])))
     # The managed policy passes only EMR_EC2_DefaultRole; the inline policy passes the project's role.
     role = f"arn:aws:iam::{ACCOUNT}:role/{emr_iam.INSTANCE_ROLE}"
     to_ec2 = {"iam:PassedToService": "ec2.amazonaws.com"}

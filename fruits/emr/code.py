@@ -16,7 +16,7 @@ from fruits.config import ConfigError, cache_dir
 from fruits.emr.spec import ROOT
 
 BOOTSTRAP_SCRIPT = ROOT / "bootstrap" / "install-python-deps.sh"
-REQUIREMENTS = ROOT / "bootstrap" / "requirements-emr.lock"
+NODES_LOCK = ROOT / "bootstrap" / "requirements-emr.lock"  # the nodes' Python stack, hash-pinned
 ENTRY_SCRIPT = Path(__file__).resolve().parents[1] / "emr_step.py"
 ENTRY_KEY = "code/emr_step.py"
 BOOTSTRAP_KEY = "bootstrap/install-python-deps.sh"
@@ -46,7 +46,7 @@ def build_wheel(out_dir: Path) -> Path:
 def upload_code(s3, bucket: str, wheel: Path) -> list[str]:
     """s3://B/code/: one fruits-*.whl, the nodes' lock file, the step entry script;
     s3://B/bootstrap/: the bootstrap action."""
-    for path in (REQUIREMENTS, ENTRY_SCRIPT, BOOTSTRAP_SCRIPT):
+    for path in (NODES_LOCK, ENTRY_SCRIPT, BOOTSTRAP_SCRIPT):
         if not path.is_file():
             raise ConfigError(f"{path} not found: run `fruits emr up` from a checkout of the project")
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="code/fruits-").get("Contents", [])
@@ -55,7 +55,7 @@ def upload_code(s3, bucket: str, wheel: Path) -> list[str]:
             s3.delete_object(Bucket=bucket, Key=item["Key"])  # the bootstrap installs the one wheel there
     uploads = (
         (wheel, f"code/{wheel.name}"),
-        (REQUIREMENTS, f"code/{REQUIREMENTS.name}"),
+        (NODES_LOCK, f"code/{NODES_LOCK.name}"),
         (ENTRY_SCRIPT, ENTRY_KEY),
         (BOOTSTRAP_SCRIPT, BOOTSTRAP_KEY),
     )
