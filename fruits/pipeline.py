@@ -29,7 +29,7 @@ from fruits.images import (
     sample_contents,
     skipped_by_scan,
 )
-from fruits.pca import fit_pca, project, variance_csv
+from fruits.pca import fit_pca, project, save_model, variance_csv
 
 FEATURES = "features"
 PCA = "pca"
@@ -240,7 +240,7 @@ def pca_stage(spark: SparkSession, config: Config, root: str, manifest: dict) ->
         raise ConfigError(f"no image in {features_uri} has features (all failed): nothing to fit")
     _prepare(spark, root, PCA_OUTPUTS, config.mode)
     fit = fit_pca(features, k=config.pca_k, variance=config.pca_variance, standardize=config.standardize)
-    fit.model.write().save(f"{root}/{PCA_MODEL}")
+    save_model(spark, fit.model, f"{root}/{PCA_MODEL}")
     projected = project(fit.model, features)
     projected.write.parquet(f"{root}/{PCA}")
     output.write_text(spark, f"{root}/{VARIANCE_CSV}", variance_csv(fit.explained_variance))

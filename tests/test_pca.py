@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from fruits.pca import choose_k, fit_pca, load_model, variance_csv
+from fruits.config import ConfigError
+from fruits.pca import choose_k, fit_pca, load_model, project, variance_csv
 from tests.test_cli import run_cli
 
 
@@ -37,8 +38,41 @@ def test_fit_pca_finds_the_rank_of_low_rank_data(spark):
     assert fit.k == 3
     assert fit.explained_variance.shape == (12,)
     assert fit.cumulative[-1] == pytest.approx(1.0)
-    assert fit.model.stages[-1].getK() == 3
+    assert fit.model.k == 3
     assert fit_pca(features, k=5).k == 5
+
+
+def test_fit_pca_matches_spark_ml_and_centres_the_projection(spark):
+    """Same curve and components (up to sign) as Spark ML's PCA within 1e-6;
+    the projection differs from Spark ML's only by the projected mean."""
+    from pyspark.ml.feature import PCA
+    from pyspark.ml.functions import array_to_vector, vector_to_array
+
+    rng = np.random.default_rng(3)
+    points = (rng.normal(size=(300, 8)) * np.arange(8, 0, -1.0) @ rng.normal(size=(8, 8)) + 5.0).astype(np.float32)
+    rows = [(f"p{i}", "K", "Training", [float(v) for v in row]) for i, row in enumerate(points)]
+    features = spark.createDataFrame(rows, "path string, label string, split string, features array<float>")
+    ours = fit_pca(features.repartition(3), k=4)
+    vectors = features.select("path", array_to_vector("features").alias("vector"))
+    spark_ml = PCA(k=4, inputCol="vector", outputCol="pca").fit(vectors)
+    np.testing.assert_allclose(ours.explained_variance[:4], spark_ml.explainedVariance.toArray(), atol=1e-6)
+    theirs = spark_ml.pc.toArray()
+    np.testing.assert_allclose(ours.model.components * np.sign(ours.model.components[0] * theirs[0]), theirs, atol=1e-6)
+
+    projected = {r["path"]: r["pca"] for r in project(ours.model, features).collect()}
+    mine = np.array([projected[f"p{i}"] for i in range(len(points))])
+    np.testing.assert_allclose(mine.mean(axis=0), 0.0, atol=1e-3)
+    uncentred = spark_ml.transform(vectors).select("path", vector_to_array("pca").alias("pca")).collect()
+    shift = points.astype(np.float64).mean(axis=0) @ theirs
+    signs = np.sign(ours.model.components[0] * theirs[0])
+    expected = {r["path"]: (np.array(r["pca"]) - shift) * signs for r in uncentred}
+    np.testing.assert_allclose(mine, [expected[f"p{i}"] for i in range(len(points))], rtol=1e-4, atol=1e-4)
+
+
+def test_fit_pca_refuses_a_single_image(spark):
+    features = spark.createDataFrame([("p", [1.0, 2.0])], "path string, features array<float>")
+    with pytest.raises(ConfigError, match="at least 2 images"):
+        fit_pca(features)
 
 
 def explained_variance_ratios(points: np.ndarray, standardize: bool) -> np.ndarray:
@@ -70,6 +104,7 @@ def test_standardize_fits_the_correlation_not_the_covariance(spark, capsys, tmp_
         assert manifest["pca_standardized"] is standardize
         curves[standardize] = np.loadtxt(out / "explained_variance.csv", delimiter=",", skiprows=1, usecols=1)
         np.testing.assert_allclose(curves[standardize], explained_variance_ratios(points, standardize), atol=1e-6)
-        stages = [type(stage).__name__ for stage in load_model(str(out / "pca_model")).stages]
-        assert stages == (["StandardScalerModel", "PCAModel"] if standardize else ["PCAModel"])
+        model = load_model(spark, str(out / "pca_model"))
+        assert model.standardized is standardize
+        np.testing.assert_allclose(model.explained_variance, curves[standardize], atol=1e-9)
     assert curves[False][0] > 0.99 > curves[True][0]

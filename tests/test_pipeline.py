@@ -108,7 +108,7 @@ def test_sample_pca_outputs_agree_with_each_other(spark, sample_run):
     assert len(curve) == FEATURE_DIM
     assert float(curve[k - 1]["cumulative"]) >= 0.95 > float(curve[k - 2]["cumulative"])
 
-    model = load_model(str(sample_run / "pca_model"))
+    model = load_model(spark, str(sample_run / "pca_model"))
     features = read(spark, sample_run / "features")
     again = project(model, features).orderBy("path").collect()
     np.testing.assert_allclose([r["pca"] for r in again], [r["pca"] for r in pca], rtol=1e-6)
