@@ -1,8 +1,8 @@
 """Inference engines: Keras (the source of truth) and ONNX Runtime (the fast path).
 
 The driver prepares one broadcastable payload per engine: the Keras weights,
-or the ONNX model converted from the Keras model (cached on disk by weights
-SHA-256 and input size), optionally quantized to int8 (cached by the fp32
+or the ONNX model written from the same weights file (cached on disk by the
+weights' SHA-256), optionally quantized to int8 (cached by the fp32
 model and the calibration sample). A Python worker turns the payload into a
 `predict` function once; with the onnx engine it never imports TensorFlow.
 """
@@ -69,8 +69,8 @@ class Backbone:
 
 
 def _onnx_path(weights_sha256: str, cache_dir: Path) -> Path:
-    """v2: conversions that carry the weights' SHA-256 in their metadata (older ones do not)."""
-    return cache_dir / f"mobilenet_v2-{weights_sha256[:16]}-{IMAGE_SIZE[0]}-v2-fp32.onnx"
+    """v3: written by fruits.mobilenet_onnx (any input size), the weights' SHA-256 in its metadata."""
+    return cache_dir / f"mobilenet_v2-{weights_sha256[:16]}-v3-fp32.onnx"
 
 
 def _write_atomically(path: Path, content: bytes) -> None:
@@ -82,22 +82,16 @@ def _write_atomically(path: Path, content: bytes) -> None:
 
 
 def onnx_model(weights_path: Path | None, weights_sha256: str, cache_dir: Path) -> Path:
-    """The Keras model exported to ONNX (tf2onnx), converted once per weights file;
-    a cached conversion needs neither Keras nor TensorFlow."""
+    """The backbone as ONNX, written from the Keras weights file by
+    `fruits.mobilenet_onnx` (no TensorFlow), once per weights file."""
     path = _onnx_path(weights_sha256, cache_dir)
     if not path.exists():
         if weights_path is None:
             raise ConfigError(f"no ONNX model for weights {weights_sha256[:16]} in {cache_dir}")
-        import onnx
+        from fruits import mobilenet_onnx
 
-        model = build_keras_model(load_weights(weights_path))
-        model.predict_on_batch(np.zeros((1, *IMAGE_SIZE, 3), np.float32))  # export needs a called model
-        with tempfile.TemporaryDirectory() as scratch:
-            exported = Path(scratch) / "model.onnx"
-            model.export(str(exported), format="onnx", verbose=False)
-            converted = onnx.load(str(exported))
-        onnx.helper.set_model_props(converted, {WEIGHTS_SHA256_KEY: weights_sha256})
-        _write_atomically(path, converted.SerializeToString())
+        model = mobilenet_onnx.build(weights_path, {WEIGHTS_SHA256_KEY: weights_sha256})
+        _write_atomically(path, model.SerializeToString())
     return path
 
 
@@ -205,7 +199,7 @@ def prepare(
         if not importlib.util.find_spec("onnxruntime"):
             raise ConfigError("--engine onnx needs onnxruntime (pip install onnxruntime), or use --engine keras")
         model = onnx_model(weights_path, weights_sha256, cache_dir)
-        versions = {name: package_version(name) for name in ("onnxruntime", "tf2onnx", "onnx", "keras")}
+        versions = {name: package_version(name) for name in ("onnxruntime", "onnx")}
         if precision == "fp32":
             return Backbone("onnx", f"onnx-{weights_sha256}", model.read_bytes(), versions)
         digest = calibration_digest(calibration)

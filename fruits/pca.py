@@ -113,31 +113,56 @@ def _matrix(batch: pa.RecordBatch, column: str) -> np.ndarray:
 
 
 def _partition_moments(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """One row per partition: its count, mean and, to keep the transfer small,
+    its centred rows when there are fewer rows than dimensions (the driver
+    forms their scatter), else its scatter matrix (batches folded in as they come)."""
     total = Moments(0, np.zeros(0), np.zeros((0, 0)))
+    pending: list[np.ndarray] = []
     for batch in batches:
         if batch.num_rows:
-            total = total.merge(Moments.of(_matrix(batch, "features")))
+            pending.append(_matrix(batch, "features"))
+        if pending and (total.count or sum(map(len, pending)) >= pending[0].shape[1]):
+            total, pending = total.merge(Moments.of(np.concatenate(pending))), []
     if total.count:
-        blob = io.BytesIO()
-        np.savez(blob, count=total.count, mean=total.mean, scatter=total.scatter)
-        yield pa.RecordBatch.from_pydict({"moments": [blob.getvalue()]})
+        if pending:
+            total = total.merge(Moments.of(np.concatenate(pending)))
+        count, mean, payload = total.count, total.mean, total.scatter
+    elif pending:
+        rows = np.concatenate(pending)
+        count, mean = len(rows), rows.mean(axis=0)
+        payload = rows - mean
+    else:
+        return
+    blob = io.BytesIO()
+    np.save(blob, payload)
+    yield pa.RecordBatch.from_pydict(
+        {"count": [count], "mean": [mean.tobytes()], "payload": [blob.getvalue()]},
+        pa.schema([("count", pa.int64()), ("mean", pa.binary()), ("payload", pa.binary())]),
+    )
 
 
-def _load_moments(blob: bytes) -> Moments:
-    with np.load(io.BytesIO(blob)) as arrays:
-        return Moments(int(arrays["count"]), arrays["mean"], arrays["scatter"])
+def _moments_of(row) -> Moments:
+    payload = np.load(io.BytesIO(row["payload"]))
+    scatter = payload if payload.shape[0] == payload.shape[1] else payload.T @ payload
+    return Moments(row["count"], np.frombuffer(row["mean"], np.float64), scatter)
+
+
+# The driver merges one (count, mean, scatter) per partition: at most this many
+# (dim^2 doubles each, 13 MB for 1280 dimensions) however large the cluster.
+MAX_MOMENT_PARTITIONS = 16
 
 
 def feature_moments(features: DataFrame) -> Moments:
-    """One pass: moments per partition (as many partitions as task slots, so the
-    driver merges a few matrices of dim^2 doubles), merged as a tree."""
+    """One job: moments per partition, merged on the driver."""
     rows = features.where(F.col("features").isNotNull()).select("features")
-    slots = features.sparkSession.sparkContext.defaultParallelism
-    per_partition = rows.coalesce(slots).mapInArrow(_partition_moments, "moments binary")
-    blobs = per_partition.rdd.map(lambda row: _load_moments(row["moments"]))
-    if blobs.isEmpty():
+    parts = min(features.sparkSession.sparkContext.defaultParallelism, MAX_MOMENT_PARTITIONS)
+    schema = "count long, mean binary, payload binary"
+    total = Moments(0, np.zeros(0), np.zeros((0, 0)))
+    for row in rows.coalesce(parts).mapInArrow(_partition_moments, schema).collect():
+        total = total.merge(_moments_of(row))
+    if not total.count:
         raise ConfigError("no image has features (all failed): nothing to fit")
-    return blobs.treeReduce(Moments.merge)
+    return total
 
 
 def fit_pca(features: DataFrame, k: int | None = None, variance: float = 0.95, standardize: bool = False) -> PcaFit:
