@@ -14,6 +14,8 @@ from importlib import metadata
 MODES = ("error", "overwrite", "incremental")
 ENGINES = ("onnx", "keras")
 PRECISIONS = ("fp32", "int8")
+# --image-size: sides the ImageNet weights serve (multiples of 32: see fruits.mobilenet_onnx).
+IMAGE_SIDES = (128, 160, 192, 224)
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^file:")
 
 
@@ -85,6 +87,7 @@ class Config:
     weights: str = field(default_factory=default_weights)
     engine: str = field(default_factory=default_engine)
     precision: str = "fp32"
+    image_size: int = 224  # side of the square MobileNetV2 input; 224 is the reference
     master: str | None = None
     mode: str = "error"
     pca_k: int | None = None
@@ -101,12 +104,17 @@ class Config:
     onnx_model: str | None = None  # a model converted by fruits elsewhere, instead of converting the weights
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.engine not in ENGINES:
-            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name, choices in (
+            ("mode", MODES),
+            ("engine", ENGINES),
+            ("precision", PRECISIONS),
+            ("image_size", IMAGE_SIDES),
+        ):
+            if getattr(self, name) not in choices:
+                option = "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"{option} must be one of {', '.join(map(str, choices))}, got {getattr(self, name)!r}"
+                )
         if self.precision == "int8" and self.engine != "onnx":
             raise ConfigError("--precision int8 needs --engine onnx")
         if self.onnx_model and self.engine != "onnx":

@@ -37,10 +37,11 @@ def import_keras():
     return keras
 
 
-def build_keras_model(weights: list[np.ndarray] | None = None):
-    """MobileNetV2 without its classifier, global-average pooled (1280-d)."""
+def build_keras_model(weights: list[np.ndarray] | None = None, side: int = IMAGE_SIZE[0]):
+    """MobileNetV2 without its classifier, global-average pooled (1280-d); the
+    weights do not depend on the input side."""
     keras = import_keras()
-    model = keras.applications.MobileNetV2(input_shape=(*IMAGE_SIZE, 3), include_top=False, weights=None, pooling="avg")
+    model = keras.applications.MobileNetV2(input_shape=(side, side, 3), include_top=False, weights=None, pooling="avg")
     if weights is not None:
         model.set_weights(weights)
     return model
@@ -66,6 +67,7 @@ class Backbone:
     versions: dict[str, str]
     precision: str = "fp32"
     calibration: dict | None = None  # int8 only: how the quantization was calibrated
+    image_size: int = IMAGE_SIZE[0]  # the side images are resized to
 
 
 def _onnx_path(weights_sha256: str, cache_dir: Path) -> Path:
@@ -126,11 +128,11 @@ def calibration_digest(contents: Sequence[bytes]) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
-def _calibration_inputs(contents: Sequence[bytes]) -> np.ndarray:
+def _calibration_inputs(contents: Sequence[bytes], side: int) -> np.ndarray:
     decoded = []
     for content in contents:
         try:
-            decoded.append(decode(content))
+            decoded.append(decode(content, side))
         except Exception:  # a bad image is an error row later, not a calibration input
             continue
     if not decoded:
@@ -138,17 +140,18 @@ def _calibration_inputs(contents: Sequence[bytes]) -> np.ndarray:
     return preprocess(np.stack(decoded))
 
 
-def int8_model(fp32_path: Path, contents: Sequence[bytes], digest: str) -> Path:
+def int8_model(fp32_path: Path, contents: Sequence[bytes], digest: str, side: int = IMAGE_SIZE[0]) -> Path:
     """Static int8 quantization of the fp32 ONNX model (QDQ, per-channel weights,
-    min-max activation ranges from ``contents``), cached next to it by ``digest``."""
-    path = fp32_path.with_name(fp32_path.name.replace("-fp32.onnx", f"-int8-{digest[:16]}.onnx"))
+    min-max activation ranges from ``contents`` at ``side`` pixels), cached next
+    to it by ``digest`` and side."""
+    path = fp32_path.with_name(fp32_path.name.replace("-fp32.onnx", f"-int8-{side}-{digest[:16]}.onnx"))
     if path.exists():
         return path
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    inputs = _calibration_inputs(contents)
+    inputs = _calibration_inputs(contents, side)
     graph = onnx.load(str(fp32_path)).graph
     convs = [node.name for node in graph.node if node.op_type == "Conv"]  # in topological order
     input_name = graph.input[0].name
@@ -187,35 +190,37 @@ def prepare(
     *,
     precision: str = "fp32",
     calibration: Sequence[bytes] = (),
+    image_size: int = IMAGE_SIZE[0],
 ) -> Backbone:
     """The driver's side of an engine; int8 quantizes with ``calibration`` images."""
     if engine == "keras":
         if precision != "fp32":
             raise ConfigError("--precision int8 needs --engine onnx")
-        return Backbone(
-            "keras", f"keras-{weights_sha256}", load_weights(weights_path), {"keras": package_version("keras")}
-        )
+        versions = {"keras": package_version("keras")}
+        return Backbone("keras", f"keras-{weights_sha256}", load_weights(weights_path), versions, image_size=image_size)
     if engine == "onnx":
         if not importlib.util.find_spec("onnxruntime"):
             raise ConfigError("--engine onnx needs onnxruntime (pip install onnxruntime), or use --engine keras")
         model = onnx_model(weights_path, weights_sha256, cache_dir)
         versions = {name: package_version(name) for name in ("onnxruntime", "onnx")}
         if precision == "fp32":
-            return Backbone("onnx", f"onnx-{weights_sha256}", model.read_bytes(), versions)
+            return Backbone("onnx", f"onnx-{weights_sha256}", model.read_bytes(), versions, image_size=image_size)
         digest = calibration_digest(calibration)
-        payload = int8_model(model, calibration, digest).read_bytes()
+        payload = int8_model(model, calibration, digest, image_size).read_bytes()
         details = {
             "method": "static, QDQ, per-channel int8 weights, uint8 activations (min-max)",
             "images": len(calibration),
             "sample_sha256": digest,
             "fp32_leading_convs": FP32_LEADING_CONVS,
         }
-        return Backbone("onnx", f"onnx-int8-{weights_sha256}-{digest}", payload, versions, "int8", details)
+        key = f"onnx-int8-{image_size}-{weights_sha256}-{digest}"
+        return Backbone("onnx", key, payload, versions, "int8", details, image_size)
     raise ConfigError(f"unknown engine {engine!r}")
 
 
-def predictor(engine: str, payload, threads: int) -> Predict:
-    """Build the engine in this process, with ``threads`` intra-op threads."""
+def predictor(engine: str, payload, threads: int, side: int = IMAGE_SIZE[0]) -> Predict:
+    """Build the engine in this process, with ``threads`` intra-op threads (the
+    ONNX model takes any side; the Keras one is built for ``side``)."""
     if engine == "onnx":
         import onnxruntime as ort
 
@@ -233,5 +238,5 @@ def predictor(engine: str, payload, threads: int) -> Predict:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass
-    model = build_keras_model(payload)
+    model = build_keras_model(payload, side)
     return lambda batch: np.asarray(model.predict_on_batch(batch))

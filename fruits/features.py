@@ -90,22 +90,22 @@ class BatchBuffers:
     ceiling, so allocating it per batch maps and page-faults it every time.
     """
 
-    def __init__(self, batch_size: int) -> None:
-        self.pixels = np.empty((batch_size, *IMAGE_SIZE, 3), dtype=np.uint8)
-        self.inputs = np.empty((batch_size, *IMAGE_SIZE, 3), dtype=np.float32)
+    def __init__(self, batch_size: int, side: int = IMAGE_SIZE[0]) -> None:
+        self.pixels = np.empty((batch_size, side, side, 3), dtype=np.uint8)
+        self.inputs = np.empty((batch_size, side, side, 3), dtype=np.float32)
 
 
 def featurize_contents(predict: Predict, contents: Sequence[bytes], buffers: BatchBuffers) -> pd.DataFrame:
     """Image bytes -> DataFrame(features, error); bad images get an error, not a crash.
     Images are decoded and embedded one batch (len(buffers.pixels)) at a time."""
-    batch_size = len(buffers.pixels)
+    batch_size, side = buffers.pixels.shape[:2]
     features: list[np.ndarray | None] = [None] * len(contents)
     errors: list[str | None] = [None] * len(contents)
     for start in range(0, len(contents), batch_size):
         decoded: list[int] = []
         for i in range(start, min(start + batch_size, len(contents))):
             try:
-                buffers.pixels[len(decoded)] = decode(contents[i])
+                buffers.pixels[len(decoded)] = decode(contents[i], side)
                 decoded.append(i)
             except Exception as exc:  # any decoder failure becomes an error row
                 errors[i] = describe_error(contents[i], exc)
@@ -150,7 +150,7 @@ def read_ahead(items: Iterator) -> Iterator:
     reader.join()
 
 
-def worker_predictor(backbone_key: str, engine: str, broadcast) -> Predict:
+def worker_predictor(backbone_key: str, engine: str, broadcast, side: int) -> Predict:
     """The predictor for ``backbone_key`` in this Python worker, built on first use only,
     with as many threads as the task has cores (one per task when tasks == cores)."""
     predict = _worker_predictors.get(backbone_key)
@@ -158,17 +158,17 @@ def worker_predictor(backbone_key: str, engine: str, broadcast) -> Predict:
         from pyspark import TaskContext
 
         context = TaskContext.get()
-        predict = engines.predictor(engine, broadcast.value, threads=context.cpus() if context else 1)
+        predict = engines.predictor(engine, broadcast.value, threads=context.cpus() if context else 1, side=side)
         _worker_predictors.clear()
         _worker_predictors[backbone_key] = predict
     return predict
 
 
-def worker_buffers(batch_size: int) -> BatchBuffers:
-    if batch_size not in _worker_buffers:
+def worker_buffers(batch_size: int, side: int) -> BatchBuffers:
+    if (batch_size, side) not in _worker_buffers:
         _worker_buffers.clear()
-        _worker_buffers[batch_size] = BatchBuffers(batch_size)
-    return _worker_buffers[batch_size]
+        _worker_buffers[batch_size, side] = BatchBuffers(batch_size, side)
+    return _worker_buffers[batch_size, side]
 
 
 def feature_summary(features: DataFrame) -> pd.DataFrame:
@@ -200,14 +200,15 @@ def featurize(images: DataFrame, backbone: engines.Backbone, tasks: int, batch_s
     partition each; they are merged into at most ``tasks`` partitions.
     """
     broadcast = images.sparkSession.sparkContext.broadcast(backbone.payload)
-    key, engine = backbone.key, backbone.engine
+    engine, side = backbone.engine, backbone.image_size
+    key = f"{backbone.key}-{side}"  # a Keras predictor is built for one side
     if images.rdd.getNumPartitions() > tasks:
         images = images.coalesce(tasks)
 
     @pandas_udf(RESULT_TYPE)
     def mobilenet_features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        predict = worker_predictor(key, engine, broadcast)
-        buffers = worker_buffers(batch_size)
+        predict = worker_predictor(key, engine, broadcast, side)
+        buffers = worker_buffers(batch_size, side)
         for contents in read_ahead(batches):
             yield featurize_contents(predict, contents, buffers)
 

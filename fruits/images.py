@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from fruits.output import literal_path
 
-IMAGE_SIZE = (224, 224)
+IMAGE_SIZE = (224, 224)  # the default and the reference
 # Hadoop glob on file names: .jpg/.jpeg/.png in any letter case; other files
 # (.txt, .DS_Store, ...) are not images and are not read at all.
 IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
@@ -125,8 +125,8 @@ def inventory(images: DataFrame) -> pd.DataFrame:
     return table.sort_index().astype(int)
 
 
-def decode(content: bytes) -> np.ndarray:
-    """Bytes -> upright RGB uint8 array of IMAGE_SIZE (bilinear resize).
+def decode(content: bytes, side: int = IMAGE_SIZE[0]) -> np.ndarray:
+    """Bytes -> upright RGB uint8 array of side x side pixels (bilinear resize).
 
     Raises on anything that is not a readable image, including images whose
     declared size is big enough to be a decompression bomb.
@@ -141,7 +141,7 @@ def decode(content: bytes) -> np.ndarray:
         upright = ImageOps.exif_transpose(image)
         if upright.mode.startswith("I"):  # 16-bit grayscale PNG: convert("RGB") would clip it at 255
             upright = Image.fromarray((np.asarray(upright) // 257).astype(np.uint8))
-        return np.asarray(upright.convert("RGB").resize(IMAGE_SIZE, Image.BILINEAR), dtype=np.uint8)
+        return np.asarray(upright.convert("RGB").resize((side, side), Image.BILINEAR), dtype=np.uint8)
 
 
 def preprocess(batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -56,14 +56,15 @@ def read_keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
 class _Builder:
     """Appends nodes and their initializers; names each output after its Keras layer."""
 
-    def __init__(self, weights: dict[str, list[np.ndarray]]) -> None:
+    def __init__(self, weights: dict[str, list[np.ndarray]], source: Path) -> None:
         self.weights = weights
+        self.source = source
         self.nodes: list = []
         self.initializers: list = []
 
-    def _array(self, layer: str) -> list[np.ndarray]:
+    def arrays(self, layer: str) -> list[np.ndarray]:
         if layer not in self.weights:
-            raise ConfigError(f"the weights have no layer {layer!r}: not MobileNetV2 (alpha 1.0) no-top weights")
+            raise ConfigError(f"{self.source} is not MobileNetV2 no-top Keras weights (no layer {layer!r})")
         return self.weights[layer]
 
     def constant(self, name: str, value: np.ndarray) -> str:
@@ -81,8 +82,8 @@ class _Builder:
     def conv_bn(
         self, x: str, conv: str, bn: str, *, stride: int = 1, depthwise: bool = False, relu6: bool = True
     ) -> str:
-        (kernel,) = self._array(conv)
-        gamma, beta, mean, variance = self._array(bn)
+        (kernel,) = self.arrays(conv)
+        gamma, beta, mean, variance = self.arrays(bn)
         factor = gamma / np.sqrt(variance + BN_EPSILON)
         # Keras (kh, kw, in, out) or depthwise (kh, kw, in, 1) -> ONNX (out, in/group, kh, kw)
         weight = kernel.transpose(2, 3, 0, 1) if depthwise else kernel.transpose(3, 2, 0, 1)
@@ -105,7 +106,10 @@ def build(weights_path: Path, metadata: dict[str, str] | None = None):
     """The ONNX model: input ``images`` (N, H, W, 3) float32, output ``features`` (N, 1280)."""
     from onnx import TensorProto, helper
 
-    b = _Builder(read_keras_weights(weights_path))
+    b = _Builder(read_keras_weights(weights_path), weights_path)
+    for layer, shape in (("Conv1", (3, 3, 3, 32)), ("Conv_1", (1, 1, 320, FEATURE_DIM))):  # alpha 1.0
+        if b.arrays(layer)[0].shape != shape:
+            raise ConfigError(f"{weights_path} is not MobileNetV2 no-top Keras weights of alpha 1.0 ({layer})")
     b.constant("relu6/min", np.array(0.0))
     b.constant("relu6/max", np.array(6.0))
     x = b.node("Transpose", ["images"], "nchw", perm=[0, 3, 1, 2])

@@ -99,8 +99,14 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         models,
         precision=config.precision,
         calibration=calibration,
+        image_size=config.image_size,
     )
-    model = {"model": MODEL_NAME, "weights_sha256": weights_sha256, "precision": backbone.precision}
+    model = {
+        "model": MODEL_NAME,
+        "weights_sha256": weights_sha256,
+        "precision": backbone.precision,
+        "image_size": backbone.image_size,
+    }
     done = _features_to_add_to(spark, root, model) if config.mode == "incremental" else None
     if config.mode == "overwrite":
         _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
@@ -137,6 +143,7 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         engine=backbone.engine,
         engine_versions=backbone.versions,
         precision=backbone.precision,
+        image_size=backbone.image_size,
         calibration=backbone.calibration,
         added=added,
         images_per_second=round(added / seconds, 2),
@@ -167,8 +174,13 @@ def _features_to_add_to(spark: SparkSession, root: str, model: dict) -> DataFram
     if not {"size", "modified"} <= set(done.columns):
         raise ConfigError(f"{features_uri} was written without file sizes and times; use --mode overwrite once")
     model_uri = f"{features_uri}/{MODEL_FILE}"
-    if output.exists(spark, model_uri) and json.loads(output.read_text(spark, model_uri)) != model:
-        raise ConfigError(f"{features_uri} was made with other weights or precision; use --mode overwrite")
+    recorded = (
+        {"image_size": 224} | json.loads(output.read_text(spark, model_uri))
+        if output.exists(spark, model_uri)
+        else model
+    )
+    if recorded != model:  # (features written before --image-size existed are 224)
+        raise ConfigError(f"{features_uri} was made with other weights, precision or image size; use --mode overwrite")
     return done
 
 

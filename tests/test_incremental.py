@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -54,8 +55,11 @@ def test_features_of_other_weights_are_not_added_to(spark, weights, tmp_path, ca
     with h5py.File(other, "a") as handle:  # same architecture, other bytes
         handle.attrs["note"] = "fine-tuned elsewhere"
     assert main_run(*args, "--weights", other) == 2
-    assert "made with other weights or precision" in capsys.readouterr().err
+    assert "made with other weights, precision or image size" in capsys.readouterr().err
+    assert main_run(*args, "--weights", weights, "--image-size", "160") == 2
+    assert "made with other weights, precision or image size" in capsys.readouterr().err
     assert (out / "manifest.json").read_text() == manifest  # refused before anything changed
+    assert json.loads(manifest)["image_size"] == 224
 
     assert main_run("featurize", *args[1:], "--weights", weights) == 0
     assert not (out / "pca").exists()  # a PCA of earlier features does not outlive them

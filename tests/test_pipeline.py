@@ -168,6 +168,25 @@ def test_undecodable_bytes_get_specific_errors_next_to_good_features(weights, tm
     np.testing.assert_allclose(result["features"][0], result["features"][3], atol=1e-5)
 
 
+@pytest.mark.parametrize("side", [128, 160])
+def test_smaller_inputs_give_keras_own_features_at_that_size(weights, tmp_path, side):
+    """--image-size: the ONNX backbone at 128 or 160 pixels equals Keras' MobileNetV2
+    built for that size with the same weights (not the 224 features)."""
+    contents = [path.read_bytes() for path in SAMPLE_FILES[::6]]
+    features = {}
+    for engine in ("keras", "onnx"):
+        backbone = engines.prepare(engine, weights, file_sha256(weights), tmp_path, image_size=side)
+        predict = engines.predictor(engine, backbone.payload, threads=2, side=side)
+        features[engine] = np.stack(featurize_contents(predict, contents, BatchBuffers(8, side))["features"])
+    assert features["onnx"].shape == (len(contents), FEATURE_DIM)
+    np.testing.assert_allclose(features["onnx"], features["keras"], atol=2e-4)
+    backbone = engines.prepare("onnx", weights, file_sha256(weights), tmp_path)
+    at_224 = np.stack(
+        featurize_contents(engines.predictor("onnx", backbone.payload, 2), contents, BatchBuffers(8))["features"]
+    )
+    assert np.abs(at_224 - features["onnx"]).max() > 0.1
+
+
 @pytest.mark.slow
 def test_onnx_features_equal_keras_features_on_real_images(weights, real_subset, record_property):
     contents = [path.read_bytes() for path in sorted(real_subset.rglob("*.jpg"))[::20]]
