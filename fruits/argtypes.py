@@ -38,6 +38,14 @@ def positive_number(text: str) -> float:
     return value
 
 
+def non_negative(text: str) -> float:
+    """A number >= 0 (not NaN)."""
+    value = number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def fraction(text: str) -> float:
     """A number in (0, 1]."""
     value = number(text)

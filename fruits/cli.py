@@ -1,4 +1,5 @@
-"""`fruits` command line: run, featurize, pca (Spark); s3 and emr (AWS)."""
+"""`fruits` command line: run, featurize, pca (Spark); train, export, predict (the
+app's classifier); s3 and emr (AWS)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 import traceback
 
 from fruits import s3, spark_args
+from fruits.classifier import commands as classifier_commands
 from fruits.config import Config, ConfigError
 from fruits.emr import commands as emr_commands
 
@@ -18,6 +20,7 @@ DEFAULTS = spark_args.DEFAULTS  # the defaults the command line shows
 def build_parser() -> argparse.ArgumentParser:
     parser, commands = spark_args.base_parser()
     spark_args.add_spark_commands(commands)
+    classifier_commands.add_commands(commands)
     s3.add_commands(commands)
     emr_commands.add_commands(commands)
     return parser

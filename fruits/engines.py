@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fruits.config import ConfigError, package_version
-from fruits.images import IMAGE_SIZE, decode, preprocess
+from fruits.decoding import IMAGE_SIZE, decode, preprocess
 
 Predict = Callable[[np.ndarray], np.ndarray]
 # int8: the stem convolution and the first inverted-residual block (the first

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import UnidentifiedImageError
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
@@ -26,8 +25,8 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 
 from fruits import engines
 from fruits.config import ConfigError
+from fruits.decoding import IMAGE_SIZE, decode, describe_error, preprocess
 from fruits.engines import Predict
-from fruits.images import EMPTY_FILE, IMAGE_SIZE, decode, preprocess
 
 FEATURE_DIM = 1280
 MODEL_NAME = "MobileNetV2 (alpha 1.0, 224x224, ImageNet, include_top=False, pooling=avg)"
@@ -72,15 +71,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def describe_error(content: bytes, exc: Exception) -> str:
-    """A short, stable message for an image that could not be decoded."""
-    if not content:
-        return EMPTY_FILE
-    if isinstance(exc, UnidentifiedImageError):
-        return "not a recognized image format"
-    return f"{type(exc).__name__}: {exc}"
 
 
 class BatchBuffers:

@@ -1,28 +1,23 @@
-"""Find images with Spark's binaryFile source, label them, decode them."""
+"""Find images with Spark's binaryFile source and label them (decoding: fruits.decoding)."""
 
 from __future__ import annotations
 
-import io
 import re
 from urllib.parse import unquote
 
-import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from fruits.decoding import EMPTY_FILE
 from fruits.output import literal_path
 
-IMAGE_SIZE = (224, 224)  # the default and the reference
 # Hadoop glob on file names: .jpg/.jpeg/.png in any letter case; other files
 # (.txt, .DS_Store, ...) are not images and are not read at all.
 IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
 # Folder names that mean "a data split", not "a class" (Fruits-360 uses
 # Training/Test; other sets use train/val/validation/test1...).
 SPLIT_PATTERN = r"(?i)^(train(ing)?|test([-_ ]?\w+)?|val(id(ation)?)?|dev)$"
-
-EMPTY_FILE = "empty file"  # the error of a file with no bytes, wherever it is caught
 
 
 def label_and_split(path: Column) -> tuple[Column, Column]:
@@ -123,29 +118,3 @@ def inventory(images: DataFrame) -> pd.DataFrame:
     counts = images.groupBy("label", "split").count().toPandas()
     table = counts.pivot_table(index="label", columns="split", values="count", fill_value=0, aggfunc="sum")
     return table.sort_index().astype(int)
-
-
-def decode(content: bytes, side: int = IMAGE_SIZE[0]) -> np.ndarray:
-    """Bytes -> upright RGB uint8 array of side x side pixels (bilinear resize).
-
-    Raises on anything that is not a readable image, including images whose
-    declared size is big enough to be a decompression bomb.
-    """
-    try:
-        image = Image.open(io.BytesIO(content))  # reads the header only
-    except Image.DecompressionBombError as exc:  # Pillow's own refusal, over twice MAX_IMAGE_PIXELS
-        raise ValueError(f"image too large: {str(exc).rstrip('.')} (decompression bomb guard)") from exc
-    with image:
-        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
-            raise ValueError(f"image too large: {image.width}x{image.height} pixels (decompression bomb guard)")
-        upright = ImageOps.exif_transpose(image)
-        if upright.mode.startswith("I"):  # 16-bit grayscale PNG: convert("RGB") would clip it at 255
-            upright = Image.fromarray((np.asarray(upright) // 257).astype(np.uint8))
-        return np.asarray(upright.convert("RGB").resize((side, side), Image.BILINEAR), dtype=np.uint8)
-
-
-def preprocess(batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 RGB -> float32 in [-1, 1], as keras' mobilenet_v2.preprocess_input
-    (into ``out`` when given, to reuse a buffer)."""
-    out = np.divide(batch, np.float32(127.5), out=out, dtype=np.float32)
-    return np.subtract(out, np.float32(1.0), out=out)

@@ -4,7 +4,7 @@ TensorFlow, no tf2onnx, about a second instead of 15.
 
 The layers and their names follow `keras.applications.MobileNetV2` (alpha
 1.0); batch normalization is folded into the convolutions. The input is NHWC
-float32 in [-1, 1] (what `fruits.images.preprocess` gives), of any batch size
+float32 in [-1, 1] (what `fruits.decoding.preprocess` gives), of any batch size
 and any height and width that are multiples of 32: every stride-2 layer then
 sees an even size, where Keras pads one row and column at the bottom and right.
 Keras stays the reference: tests compare these features with Keras' own.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING
 
-from pyspark.sql import SparkSession
+if TYPE_CHECKING:  # `fruits predict` and the AWS commands run without pyspark
+    from pyspark.sql import SparkSession
 
 from fruits.config import ConfigError, to_uri
 

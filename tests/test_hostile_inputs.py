@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from fruits.decoding import decode
 from fruits.features import FEATURE_DIM
-from fruits.images import decode
 from tests.test_pipeline import features_of, main_run, manifest_of
 
 POMME = "Pomme Golden \u00e9"  # NFC: one code point for é

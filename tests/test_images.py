@@ -5,7 +5,8 @@ import pytest
 from PIL import Image, UnidentifiedImageError
 from pyspark.sql import functions as F
 
-from fruits.images import IMAGE_SIZE, decode, inventory, label_and_split, limit_per_class, preprocess, read_images
+from fruits.decoding import IMAGE_SIZE, decode, preprocess
+from fruits.images import inventory, label_and_split, limit_per_class, read_images
 
 
 @pytest.mark.parametrize(
