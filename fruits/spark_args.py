@@ -66,8 +66,8 @@ def _featurize_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         choices=IMAGE_SIDES,
         default=DEFAULTS.image_size,
-        help="side images are resized to before MobileNetV2 (same weights); 160 is ~2x faster than 224 "
-        "(see the README's accuracy table; default: %(default)s, the reference)",
+        help="side images are resized to before MobileNetV2 (same weights): 192 needs ~27%% fewer operations "
+        "for 0.3 point of accuracy (README, Smaller inputs; default: %(default)s, the reference)",
     )
     parser.add_argument(
         "--precision",

@@ -34,6 +34,7 @@ EMR_PARAMETERS = {
     "bucket", "region", "endpoint_url", "local_images", "dataset", "run_id", "ssh_cidr", "key_name",
     "core_type", "core_count", "dry_run", "simulate_step", "weights",
 }  # fmt: skip
+CLASSIFIER_PARAMETERS = {"output_uri", "weights", "spark_master", "event_log_dir", "photos"}
 
 
 def execute(name: str, workdir: Path, **parameters) -> nbformat.NotebookNode:
@@ -85,6 +86,7 @@ def test_there_are_four_notebooks_in_order():
         "02_featurization.ipynb",
         "03_pca.ipynb",
         "04_emr_run.ipynb",
+        "05_classifier.ipynb",
     ]
 
 
@@ -96,7 +98,8 @@ def test_committed_notebooks_have_no_outputs_and_one_parameters_cell(path):
     tagged = [cell for cell in code if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1
     assigned = {line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line}
-    assert assigned == (EMR_PARAMETERS if path.name.startswith("04") else LOCAL_PARAMETERS)
+    expected = {"04": EMR_PARAMETERS, "05": CLASSIFIER_PARAMETERS}.get(path.name[:2], LOCAL_PARAMETERS)
+    assert assigned == expected
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +124,12 @@ def test_notebooks_run_in_order_on_data_sample(weights, tmp_path, events):
     assert manifest["pca_k"] >= 2
     assert json.loads((tmp_path / "out" / "probe.json").read_text())["test_rows"] == 12
     assert any(events.iterdir()), "local runs write Spark event logs"
+
+    app = execute("05_classifier.ipynb", tmp_path, output_uri=tmp_path / "out", weights=weights, photos=8)
+    assert images_in(app) == 2  # confusion matrix, predicted photos
+    assert {"classifier_confusion", "predictions"} <= png_sizes(tmp_path / "out" / "figures").keys()
+    assert json.loads((tmp_path / "out" / "classifier" / "metrics.json").read_text())["test_rows"] == 12
+    assert (tmp_path / "out" / "fruits.onnx").stat().st_size > 8_000_000
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,13 @@ def metrics(truth: list[str], predicted: list[str], labels: list[str]) -> dict:
     }
 
 
+def confusion_table(report: dict):
+    """metrics.json's confusion counts as the table `fruits.plots.confusion` draws."""
+    import pandas as pd
+
+    return pd.DataFrame(report["confusion"], columns=["label", "prediction_label", "count"])
+
+
 def train(spark: SparkSession, root: str, target: str | None = None, reg: float = 0.0) -> dict:
     """Fit on ``root``/pca, write the model, metrics.json and confusion.png under
     ``target`` (default ``root``/classifier) and record them in the manifest."""
@@ -107,16 +115,12 @@ def train(spark: SparkSession, root: str, target: str | None = None, reg: float 
         "reg": reg,
         "pca_k": len(projected.first()["pca"]),
         **scores,
-    }
+    }  # and "confusion": [label, predicted, count] for every pair seen
+    counts = Counter((row["label"], row["predicted"]) for row in pairs)
+    report["confusion"] = [[true, guess, n] for (true, guess), n in sorted(counts.items())]
     output.write_text(spark, f"{target}/{METRICS}", json.dumps(report, indent=2) + "\n")
-    counts = {}
-    for row in pairs:
-        counts[row["label"], row["predicted"]] = counts.get((row["label"], row["predicted"]), 0) + 1
-    import pandas as pd
-
-    table = pd.DataFrame([(t, p, n) for (t, p), n in counts.items()], columns=["label", "prediction_label", "count"])
     buffer = io.BytesIO()
-    confusion(table).savefig(buffer, format="png", dpi=110)
+    confusion(confusion_table(report)).savefig(buffer, format="png", dpi=110)
     output.write_bytes(spark, f"{target}/{CONFUSION}", buffer.getvalue())
 
     manifest = output.read_manifest(spark, root)
