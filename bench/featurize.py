@@ -12,6 +12,7 @@ per configuration):
 * keras, onnx: this project's engines (`fruits.features.featurize`), fp32;
 * int8: the onnx engine with `--precision int8`, calibrated on a sample of
   the same images;
+* onnx-192, int8-192: the same with `--image-size 192`;
 * ceiling_onnx, ceiling_int8: ONNX Runtime alone on already-preprocessed
   tensors, one single-threaded process per core (the most the engine could
   reach).
@@ -20,8 +21,9 @@ Each configuration runs twice: cold (fresh session and Python workers; model
 conversion or quantization, cached on disk, is done before and reported as
 prepare_s) and warm (the same job again on the reused workers).
 
-Also: cold start (`fruits featurize` on data_sample/, command to exit) and
-the machine's load average. Images come from FRUITS_DATA (default
+Also: whole process, command to exit, on the same images: `fruits featurize`
+against the peer pattern in a fresh Python process of its own; cold start
+(`fruits featurize` on data_sample/); the machine's load average. Images come from FRUITS_DATA (default
 ../shared/data/fruits-360), spread evenly over classes.
 """
 
@@ -103,14 +105,16 @@ def peer_features(images, weights):
 
 
 def prepare_backbone(name: str, images_dir: Path, weights_path: Path):
-    """fp32 or int8 (calibrated on a sample of the benchmark's own images)."""
+    """fp32 or int8 (calibrated on a sample of the benchmark's own images); a
+    name ending in -192 resizes images to 192x192 (--image-size 192)."""
     from fruits import engines
     from fruits.config import cache_dir
     from fruits.features import file_sha256
     from fruits.images import sample_contents
     from fruits.pipeline import CALIBRATION_IMAGES
 
-    engine, precision = ("onnx", "int8") if name == "int8" else (name, "fp32")
+    base, _, side = name.partition("-")
+    engine, precision = ("onnx", "int8") if base == "int8" else (base, "fp32")
     calibration = ()
     if precision == "int8":
         from fruits.images import read_images
@@ -118,8 +122,10 @@ def prepare_backbone(name: str, images_dir: Path, weights_path: Path):
 
         calibration = sample_contents(read_images(get_spark(), str(images_dir)), CALIBRATION_IMAGES)
     sha256 = file_sha256(weights_path)
+    models = Path(cache_dir()) / "models"
+    side = int(side or 224)
     return engines.prepare(
-        engine, weights_path, sha256, Path(cache_dir()) / "models", precision=precision, calibration=calibration
+        engine, weights_path, sha256, models, precision=precision, calibration=calibration, image_size=side
     )
 
 
@@ -185,34 +191,49 @@ def onnx_ceiling(name: str, model: bytes, images: int) -> dict:
     return {"name": name, "images": images, "img_per_s": round(sum(rates), 1)}
 
 
-def cold_start(weights_path: Path) -> float:
+def fruits_process_s(images_dir: Path, weights_path: Path) -> float:
+    """`fruits featurize` from command to exit (session start, listing, model, Parquet)."""
     with tempfile.TemporaryDirectory() as out:
+        command = [Path(sys.executable).with_name("fruits"), "featurize", "--input", images_dir]
+        command += ["--output", Path(out) / "o", "--weights", weights_path, "--engine", "onnx"]
         started = time.perf_counter()
-        subprocess.run(
-            [
-                Path(sys.executable).with_name("fruits"),
-                "featurize",
-                "--input",
-                ROOT / "data_sample",
-                "--output",
-                Path(out) / "o",
-                "--weights",
-                weights_path,
-                "--engine",
-                "onnx",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        subprocess.run(command, check=True, capture_output=True)
         return round(time.perf_counter() - started, 1)
+
+
+def peer_process_s(images_dir: Path, weights_path: Path) -> float:
+    """The peer pattern from command to exit: this script in a fresh process."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, __file__, "--peer-process", images_dir, out, "--weights", weights_path]
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        return round(time.perf_counter() - started, 1)
+
+
+def run_peer_process(images_dir: str, output: str, weights_path: str) -> None:
+    from fruits.config import Config
+    from fruits.engines import load_weights
+    from fruits.images import read_images
+    from fruits.session import get_spark
+
+    spark = get_spark(Config(master="local[*]", arrow_batch_size=10_000))
+    features = peer_features(read_images(spark, images_dir), load_weights(Path(weights_path)))
+    features.write.parquet(str(Path(output) / "peer"))
+    spark.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--weights", default=WEIGHTS)
-    parser.add_argument("--configs", default="peer,keras,onnx,int8", help="comma-separated pipeline configurations")
+    parser.add_argument(
+        "--configs", default="peer,keras,onnx,int8,onnx-192,int8-192", help="comma-separated pipeline configurations"
+    )
+    parser.add_argument("--peer-process", nargs=2, metavar=("IMAGES", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peer_process:
+        run_peer_process(*args.peer_process, args.weights)
+        return
     weights_path = Path(args.weights)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
@@ -224,18 +245,24 @@ def main() -> None:
             name: onnx_ceiling(f"ceiling_{name}", prepare_backbone(name, images_dir, weights_path).payload, args.images)
             for name in ("onnx", "int8")
         }
+        whole = {"fruits_s": fruits_process_s(images_dir, weights_path)}
+        if "peer" in args.configs.split(","):
+            whole["peer_s"] = peer_process_s(images_dir, weights_path)
+            whole["ratio"] = round(whole["peer_s"] / whole["fruits_s"], 2)
     by_name = {r["name"]: r for r in results}
     for result in results:
         if "peer" in by_name:
             result["ratio_to_peer"] = round(result["img_per_s"] / by_name["peer"]["img_per_s"], 2)
         if "onnx" in by_name:
             result["warm_ratio_to_onnx"] = round(result["warm_img_per_s"] / by_name["onnx"]["warm_img_per_s"], 2)
-        ceiling = ceilings["int8" if result["name"] == "int8" else "onnx"]
-        result["warm_ratio_to_ceiling"] = round(result["warm_img_per_s"] / ceiling["img_per_s"], 3)
+        if result["name"] in ceilings:  # the ceilings are measured at 224x224
+            ceiling = ceilings[result["name"]]
+            result["warm_ratio_to_ceiling"] = round(result["warm_img_per_s"] / ceiling["img_per_s"], 3)
     report = {
         "machine": {"cores": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()},
         "results": [*results, *ceilings.values()],
-        "cold_start_s": cold_start(weights_path),
+        "whole_process_s": whole,
+        "cold_start_s": fruits_process_s(ROOT / "data_sample", weights_path),
     }
     print(json.dumps(report, indent=2))
 
