@@ -158,17 +158,42 @@ if [ -e "$VENV" ]; then
   log "$VENV exists but does not match (or does not import fruits): rebuilding it"
 fi
 
+# uv installs the lock about 15x faster than pip (measured from empty caches on
+# 2 cores: 3.9 s against 65 s): pip installs uv itself, hash-checked from the
+# lock, then uv the rest. Any failure there (no uv in the lock, no uv wheel for
+# the platform, an index only pip is configured for) falls back to pip.
+install_with_uv() {
+  local pinned status=0
+  pinned=$(mktemp)
+  awk '/^uv==/ { found = 1 } found { print } found && !/\\$/ { exit }' "$REQUIREMENTS" >"$pinned"
+  if [ ! -s "$pinned" ]; then
+    log "no uv in $REQUIREMENTS: installing with pip"
+    status=1
+  elif ! { "${PIP[@]}" install --progress-bar off --only-binary=:all: --require-hashes -r "$pinned" &&
+    "$VENV/bin/uv" pip install --python "$VENV/bin/python" --only-binary :all: --require-hashes -r "$REQUIREMENTS"; }; then
+    log "uv could not install $REQUIREMENTS: falling back to pip"
+    status=1
+  fi
+  rm -f "$pinned"
+  return "$status"
+}
+
 # --- the venv -----------------------------------------------------------------
 ensure_dir "$VENV"
 log "creating $VENV with $PYTHON ($PYTHON_VERSION)"
 "$PYTHON" -m venv --clear "$VENV"
 PIP=("$VENV/bin/python" -m pip --no-input)
-log "upgrading pip"
-"${PIP[@]}" install --progress-bar off --upgrade pip
 log "installing $REQUIREMENTS (wheels only, every file checked against its hash)"
-"${PIP[@]}" install --progress-bar off --only-binary=:all: --require-hashes -r "$REQUIREMENTS"
-log "installing ${WHEEL##*/} (--no-deps: the lock pins the stack)"
-"${PIP[@]}" install --progress-bar off --no-deps "$WHEEL"
+if install_with_uv; then
+  log "installing ${WHEEL##*/} (--no-deps: the lock pins the stack)"
+  "$VENV/bin/uv" pip install --python "$VENV/bin/python" --no-deps "$WHEEL"
+else
+  log "upgrading pip"
+  "${PIP[@]}" install --progress-bar off --upgrade pip
+  "${PIP[@]}" install --progress-bar off --only-binary=:all: --require-hashes -r "$REQUIREMENTS"
+  log "installing ${WHEEL##*/} (--no-deps: the lock pins the stack)"
+  "${PIP[@]}" install --progress-bar off --no-deps "$WHEEL"
+fi
 log "checking that the installed requirements are consistent"
 "${PIP[@]}" check
 

@@ -153,6 +153,8 @@ def test_bootstrap_installs_the_venv_once_then_does_nothing(tmp_path, code):
     ):
         assert f"  {line}\n" in first.stdout
     assert f"installed in {venv} (fingerprint " in first.stdout
+    assert "upgrading pip" not in first.stdout  # uv installed the lock: pip only installed uv
+    assert "falling back to pip" not in first.stdout
     assert first.stdout in log.read_text()
 
     # The venv's own interpreter imports the installed wheel, not the repo's sources.

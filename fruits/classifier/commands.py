@@ -63,7 +63,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "train",
         help="a classifier on a run's PCA features (Training split; scored on Test)",
         description="Multinomial logistic regression (Spark ML) on <input>/pca: trained on the Training split, "
-        "scored on Test (without one: on 20%% of the images by path hash). Writes the model, metrics.json "
+        "scored on Test (without one: on 20% of the images by path hash). Writes the model, metrics.json "
         "and confusion.png, and records them in the run's manifest.",
     )
     train.add_argument("--input", required=True, help="a finished `fruits run` output (folder or URI)")

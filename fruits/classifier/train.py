@@ -104,6 +104,9 @@ def train(spark: SparkSession, root: str, target: str | None = None, reg: float 
     pairs = classifier.predict(known).select("label", "predicted").collect()
     scores = metrics([row["label"] for row in pairs], [row["predicted"] for row in pairs], labels)
     target = to_uri(target) if target else f"{root}/{CLASSIFIER}"
+    manifest = output.read_manifest(spark, root)
+    if manifest.pop("classifier", None):  # never a manifest naming a classifier half rewritten
+        output.write_manifest(spark, root, manifest)
     output.delete(spark, target)
     classifier.model.write().save(output.literal_path(f"{target}/{MODEL}"))
     report = {
@@ -123,7 +126,6 @@ def train(spark: SparkSession, root: str, target: str | None = None, reg: float 
     confusion(confusion_table(report)).savefig(buffer, format="png", dpi=110)
     output.write_bytes(spark, f"{target}/{CONFUSION}", buffer.getvalue())
 
-    manifest = output.read_manifest(spark, root)
     manifest["classifier"] = {
         "output": target,
         "accuracy": round(scores["accuracy"], 6),
