@@ -132,19 +132,6 @@ def test_notebooks_run_in_order_on_data_sample(weights, tmp_path, events):
     assert (tmp_path / "out" / "fruits.onnx").stat().st_size > 8_000_000
 
 
-@pytest.mark.slow
-def test_featurization_and_pca_notebooks_on_real_images(weights, real_subset, tmp_path, events):
-    params = {"input_uri": real_subset, "output_uri": tmp_path / "out", "weights": weights, "event_log_dir": events}
-    execute("02_featurization.ipynb", tmp_path, **params)
-    pca = execute("03_pca.ipynb", tmp_path, **params)
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert (manifest["input_files"], manifest["featurized"], manifest["failed"]) == (1600, 1600, 0)
-    assert images_in(pca) == 4
-    probe = json.loads((tmp_path / "out" / "probe.json").read_text())
-    assert (probe["train_rows"], probe["test_rows"]) == (1200, 400)
-    assert probe["accuracy"] >= 0.95
-
-
 def test_a_failing_cell_fails_with_its_error_visible(weights, tmp_path, events):
     params = {"input_uri": tmp_path / "missing", "output_uri": tmp_path / "out", "weights": weights}
     with pytest.raises(papermill.PapermillExecutionError, match="input not found"):
@@ -202,5 +189,9 @@ def test_notebooks_run_on_the_pyspark_kernel_over_livy(weights, tmp_path, events
     manifest = json.loads((out / "manifest.json").read_text())
     expected = 36 if subset == "sample" else 1600
     assert (manifest["input_files"], manifest["featurized"]) == (expected, expected)
+    if subset == "real":  # 20 real classes: the probe must tell them apart
+        probe = json.loads((out / "probe.json").read_text())
+        assert (probe["train_rows"], probe["test_rows"]) == (1200, 400)
+        assert probe["accuracy"] >= 0.95
     assert png_sizes(out / "figures").keys() == set(FIGURES)
     assert list(container.iterdir()) == []  # nothing written relative to the container's folder
