@@ -37,6 +37,8 @@ $(BIN)/fruits: requirements.txt requirements-dev.txt pyproject.toml
 	{ echo "make: uv could not install the requirements; trying pip" >&2; \
 	  $(BIN)/python -m pip install --quiet --upgrade pip && \
 	  $(BIN)/python -m pip install --quiet -r requirements-dev.txt -e .; }
+	@echo "make: archiving the classes a local Spark driver loads (once, about a minute; fruits/class_archive.py)"
+	-$(BIN)/python -m fruits.class_archive
 	@touch $@
 
 venv: $(BIN)/fruits

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from fruits import class_archive
 from fruits.config import Config, ConfigError, package_version, to_uri
 
 
@@ -57,7 +58,7 @@ def get_spark(config: Config | None = None) -> SparkSession:
                 builder.config("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
                 .config("spark.eventLog.enabled", "true")
                 .config("spark.eventLog.dir", _event_log_uri(config.event_log_dir))
-                .config("spark.driver.extraJavaOptions", LOCAL_JVM_OPTIONS)
+                .config("spark.driver.extraJavaOptions", f"{LOCAL_JVM_OPTIONS} {class_archive.java_options()}")
             )
         # PySpark takes the workers' interpreter from this variable (default:
         # whatever `python3` is on PATH, which lacks this venv's packages).

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import fruits
+from fruits import class_archive
 from fruits.config import Config
 from fruits.session import get_spark
 from tests.iam_policy import decision
@@ -47,8 +48,14 @@ def require(path: Path, what: str) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
-    """Converted models and event logs go to a fresh cache, not the user's."""
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    """Converted models and event logs go to a fresh cache, not the user's; the
+    JVM class archive is the user's (built here when `make` has not)."""
+    archive = class_archive.build()
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    if archive:
+        (cache / "fruits").mkdir()
+        (cache / "fruits" / archive.parent.name).symlink_to(archive.parent)
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
