@@ -32,7 +32,7 @@ WEIGHTS = Path(
 # 20 Fruits-360 classes: every 7th, so near-identical varieties don't dominate.
 REAL_CLASSES_STEP = 7
 REAL_CLASSES = 20
-# The int8 accuracy guard: every 3rd class (47 classes, 940 test images, so one
+# The real-image pipeline run and its int8 accuracy guard: every 3rd class (47 classes, 940 test images, so one
 # image is 0.1 point; on 400 test images one borderline image is 0.25).
 GUARD_CLASSES_STEP = 3
 
