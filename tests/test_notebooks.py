@@ -17,7 +17,7 @@ from fruits import engines
 from fruits.config import cache_dir
 from fruits.emr.cluster import remembered
 from fruits.features import file_sha256
-from tests.conftest import ROOT, SAMPLE, without_tensorflow
+from tests.conftest import DATA, ROOT, SAMPLE, without_tensorflow
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 LOCAL_PARAMETERS = {
@@ -176,6 +176,8 @@ def test_notebooks_run_on_the_pyspark_kernel_over_livy(weights, tmp_path, events
     """01-03 as EMR Studio runs them: sparkmagic routing, a Livy session with `spark`
     defined, a closed stdout per statement, %matplot, parameters injected after
     the parameters cell, and a working directory that is neither the repo nor notebooks/."""
+    if subset == "sample" and DATA.exists() and "not slow" not in request.config.getoption("markexpr"):
+        pytest.skip("the run on real images takes the same path")  # the sample's is for the quick loop
     images = SAMPLE if subset == "sample" else request.getfixturevalue("real_subset")
     container = tmp_path / "container_01"
     container.mkdir()
