@@ -50,8 +50,12 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two pytest workers, each a whole test file at a time (its module fixtures, such as
+# the standalone cluster, start once): one fills the cores the other leaves idle
+# while a JVM, a kernel or an install starts.
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 format: venv
 	$(BIN)/ruff format .
