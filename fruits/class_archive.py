@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -38,11 +39,17 @@ def _java() -> Path | None:
     return Path(found).resolve() if found and Path(found).exists() else None
 
 
+def _jars() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent / "jars"
+
+
 def archive_path() -> Path | None:
     """Where the archive for this Java and this pyspark lives (None without Java)."""
     import pyspark
 
-    java, jars = _java(), Path(pyspark.__file__).parent / "jars"
+    java, jars = _java(), _jars()
     if java is None or not jars.is_dir():  # no Java, or a pyspark without jars (SPARK_HOME's are used)
         return None
     facts = [str(java), str(java.stat().st_mtime_ns), pyspark.__version__, str(jars), str(jars.stat().st_mtime_ns)]
@@ -50,25 +57,38 @@ def archive_path() -> Path | None:
     return Path(cache_dir()) / "jvm" / f"spark-{pyspark.__version__}-{key}.jsa"
 
 
-def _size_record(archive: Path) -> Path:
-    return archive.with_name(f"{archive.name}.bytes")
+def _record(archive: Path) -> Path:
+    """Beside each archive: its size and the jars folder it was built for."""
+    return archive.with_name(f"{archive.name}.json")
 
 
 def usable(archive: Path | None) -> bool:
     """The archive is complete: Java validates its header and class path, but a
     truncated file (a full disk, an interrupted copy) crashes it (SIGBUS)."""
     try:
-        return archive is not None and archive.stat().st_size == int(_size_record(archive).read_text())
-    except (OSError, ValueError):
+        return archive is not None and archive.stat().st_size == json.loads(_record(archive).read_text())["bytes"]
+    except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
 def java_options() -> str:
-    """The driver's JVM options for the archive: map it, or write it at exit (`build`)."""
+    """The driver's JVM options for the archive: map it, or write it at exit (`build`).
+    Quoted: Spark splits these options at spaces, and a cache path may hold one."""
     if os.environ.get(_DUMP_TO):
-        return f"-XX:ArchiveClassesAtExit={os.environ[_DUMP_TO]} {_QUIET}"
+        return f'"-XX:ArchiveClassesAtExit={os.environ[_DUMP_TO]}" {_QUIET}'
     archive = archive_path()
-    return f"-XX:SharedArchiveFile={archive} {_QUIET}" if usable(archive) else ""
+    return f'"-XX:SharedArchiveFile={archive}" {_QUIET}' if usable(archive) else ""
+
+
+def _forget_other_venvs(folder: Path) -> None:
+    """Archives of venvs that are gone (`make clean`, another checkout): 190 MB each."""
+    for record in folder.glob("*.jsa.json"):
+        try:
+            if not Path(json.loads(record.read_text())["jars"]).is_dir():
+                record.with_suffix("").unlink(missing_ok=True)
+                record.unlink()
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
 
 
 def _workload() -> None:
@@ -102,28 +122,36 @@ def _workload() -> None:
 
 
 def build(force: bool = False) -> Path | None:
-    """Write the archive unless it exists; None where this Java cannot (no
-    Java, not HotSpot, a read-only cache). Takes about half a minute."""
+    """Write the archive unless it exists; None where it cannot be (no Java, a
+    Java that cannot write one, a cache it cannot write to: the workload's
+    output is then in ``jvm/build.log``). Takes about a minute."""
     archive = archive_path()
     if archive is None or (usable(archive) and not force):
         return archive
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    with open(archive.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time (parallel test workers); the others reuse it
-        if usable(archive) and not force:
-            return archive
-        partial = archive.with_name(f"{archive.name}.{os.getpid()}.partial")
-        environment = {**os.environ, _DUMP_TO: str(partial)}
-        command = [sys.executable, "-m", "fruits.class_archive", "--workload"]
-        done = subprocess.run(command, env=environment, capture_output=True, check=False)
-        if done.returncode != 0 or not partial.is_file():
-            partial.unlink(missing_ok=True)
-            return None
-        size = partial.stat().st_size
-        os.replace(partial, archive)
-        record = partial.with_suffix(".bytes")
-        record.write_text(str(size))
-        os.replace(record, _size_record(archive))
+    try:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        with open(archive.parent / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time (parallel test workers); the others reuse it
+            if usable(archive) and not force:
+                return archive
+            partial = archive.with_name(f"{archive.name}.{os.getpid()}.partial")
+            environment = {**os.environ, _DUMP_TO: str(partial)}
+            command = [sys.executable, "-m", "fruits.class_archive", "--workload"]
+            try:
+                done = subprocess.run(command, env=environment, capture_output=True, check=False, timeout=600)
+            except subprocess.TimeoutExpired as expired:
+                done = subprocess.CompletedProcess(command, -1, expired.stdout or b"", expired.stderr or b"")
+            if done.returncode != 0 or not partial.is_file():
+                (archive.parent / "build.log").write_bytes(done.stdout + done.stderr)
+                partial.unlink(missing_ok=True)
+                return None
+            record = {"bytes": partial.stat().st_size, "jars": str(_jars())}
+            os.replace(partial, archive)
+            partial.with_suffix(".json").write_text(json.dumps(record))
+            os.replace(partial.with_suffix(".json"), _record(archive))
+            _forget_other_venvs(archive.parent)
+    except OSError:
+        return None
     return archive
 
 
@@ -131,5 +159,9 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--workload"]:
         _workload()
     else:
-        built = build(force="--force" in sys.argv[1:])
-        print(built or "no class archive: this Java cannot write one", file=sys.stdout if built else sys.stderr)
+        built, expected = build(force="--force" in sys.argv[1:]), archive_path()
+        if built:
+            print(built)
+        else:
+            why = f"Java's output is in {expected.parent / 'build.log'}" if expected else "no Java, or no pyspark jars"
+            print(f"no class archive ({why}); Spark starts without one", file=sys.stderr)
