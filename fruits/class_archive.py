@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pyspark
+
 from fruits.config import cache_dir
 
 # Set by `build` for the one process that writes the archive at its JVM's exit.
@@ -40,15 +42,11 @@ def _java() -> Path | None:
 
 
 def _jars() -> Path:
-    import pyspark
-
     return Path(pyspark.__file__).parent / "jars"
 
 
 def archive_path() -> Path | None:
     """Where the archive for this Java and this pyspark lives (None without Java)."""
-    import pyspark
-
     java, jars = _java(), _jars()
     if java is None or not jars.is_dir():  # no Java, or a pyspark without jars (SPARK_HOME's are used)
         return None
@@ -145,10 +143,10 @@ def build(force: bool = False) -> Path | None:
                 (archive.parent / "build.log").write_bytes(done.stdout + done.stderr)
                 partial.unlink(missing_ok=True)
                 return None
-            record = {"bytes": partial.stat().st_size, "jars": str(_jars())}
+            record = partial.with_suffix(".json")
+            record.write_text(json.dumps({"bytes": partial.stat().st_size, "jars": str(_jars())}))
             os.replace(partial, archive)
-            partial.with_suffix(".json").write_text(json.dumps(record))
-            os.replace(partial.with_suffix(".json"), _record(archive))
+            os.replace(record, _record(archive))
             _forget_other_venvs(archive.parent)
     except OSError:
         return None
