@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 import fruits
@@ -26,6 +27,7 @@ from fruits.features import (
 from fruits.output import literal_path
 from fruits.pca import load_model, project
 from fruits.probe import linear_probe
+from fruits.session import PLAIN_FLOAT_COLUMNS
 from tests.conftest import SAMPLE
 from tests.test_cli import run_cli
 
@@ -95,6 +97,13 @@ def test_sample_features_have_one_row_per_file_with_labels(spark, sample_run):
     assert all(len(row["features"]) == FEATURE_DIM and row["error"] is None for row in rows.values())
     for path, row in rows.items():
         assert (row["label"], row["split"]) == (Path(path).parent.name, Path(path).parent.parent.name)
+
+
+def test_the_plain_float_columns_are_the_vectors_as_written(sample_run):
+    for name in PLAIN_FLOAT_COLUMNS:
+        (part, *_) = sorted((sample_run / name).glob("part-*.parquet"))
+        schema = pq.ParquetFile(part).schema
+        assert f"{name}.list.element" in [schema.column(i).path for i in range(len(schema))]
 
 
 def test_sample_pca_outputs_agree_with_each_other(spark, sample_run):
