@@ -157,7 +157,7 @@ def run_pipeline(name: str, images_dir: Path, output: Path, weights_path: Path) 
     from fruits.config import Config
     from fruits.engines import load_weights
     from fruits.features import featurize, task_count
-    from fruits.images import read_images
+    from fruits.images import listed_files, read_images
     from fruits.session import get_spark
 
     config = Config(master="local[*]", arrow_batch_size=10_000 if name == "peer" else Config().arrow_batch_size)
@@ -172,7 +172,7 @@ def run_pipeline(name: str, images_dir: Path, output: Path, weights_path: Path) 
             cpu_before = cpu_seconds()
             started = time.perf_counter()
             images = read_images(spark, str(images_dir))
-            count = len(images.inputFiles())
+            count = len(listed_files(images))
             if name == "peer":
                 features = peer_features(images, peer_weights)
             else:

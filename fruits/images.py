@@ -60,6 +60,16 @@ def read_image_files(spark: SparkSession, paths: list[str]) -> DataFrame:
     return _image_rows(spark.read.format("binaryFile").load([literal_path(path) for path in paths]))
 
 
+def listed_files(images: DataFrame) -> list[str]:
+    """The files Spark listed for ``images``, as DataFrame.inputFiles() gives them,
+    in one call to the JVM: PySpark fetches that array an element at a time
+    (0.24 s for 2,000 files; joined, 0.05 s). Listed URIs are percent-encoded,
+    so no file name can hold the newline between them."""
+    jvm = images.sparkSession.sparkContext._jvm
+    joined = jvm.org.apache.hadoop.util.StringUtils.join("\n", images._jdf.inputFiles())
+    return joined.split("\n") if joined else []
+
+
 def _as_path_value(listed_uri: str) -> str:
     """An inputFiles() URI (percent-encoded, file:///) as the scan's `path` value."""
     return re.sub(r"^file:///", "file:/", unquote(listed_uri))

@@ -24,6 +24,7 @@ from fruits.features import FEATURE_DIM, MODEL_NAME, featurize, file_sha256, res
 from fruits.images import (
     empty_file_rows,
     limit_per_class,
+    listed_files,
     read_image_files,
     read_images,
     sample_contents,
@@ -83,7 +84,7 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
     if config.mode == "error" and output.exists(spark, root):
         raise ConfigError(f"output already exists: {config.output} (use --mode overwrite to replace its results)")
     images = read_images(spark, source)
-    listed = images.inputFiles()
+    listed = listed_files(images)
     input_files = len(listed)
     if config.limit_per_class and input_files:
         images, input_files = limit_per_class(images, config.limit_per_class)

@@ -6,7 +6,7 @@ from PIL import Image, UnidentifiedImageError
 from pyspark.sql import functions as F
 
 from fruits.decoding import IMAGE_SIZE, decode, preprocess
-from fruits.images import inventory, label_and_split, limit_per_class, read_images
+from fruits.images import inventory, label_and_split, limit_per_class, listed_files, read_images
 
 
 @pytest.mark.parametrize(
@@ -43,6 +43,18 @@ def test_read_images_takes_jpg_jpeg_png_in_any_case_and_ignores_other_files(spar
     rows = read_images(spark, str(tmp_path)).select("path", "label", "split").collect()
     assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == ["a.jpg", "b.JPG", "c.Jpeg", "d.png", "e.PNG"]
     assert {(r["label"], r["split"]) for r in rows} == {("Lime 1", "Training")}
+
+
+def test_listed_files_equal_pysparks_list_for_any_file_name(spark, tmp_path):
+    folder = tmp_path / "Test" / "Pear [2], 50% ripe"
+    folder.mkdir(parents=True)
+    for name in ("a b.jpg", "c,d.jpg", "e%20f.jpg", "pêche.jpg", "g\nh.jpg"):
+        (folder / name).write_bytes(_jpeg("yellow"))
+    images = read_images(spark, str(tmp_path))
+    assert listed_files(images) == images.inputFiles()
+    assert len(listed_files(images)) == 5
+    (tmp_path / "Empty").mkdir()
+    assert listed_files(read_images(spark, str(tmp_path / "Empty"))) == []
 
 
 def test_decode_gives_upright_rgb_at_model_size():
