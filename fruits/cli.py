@@ -4,7 +4,9 @@ app's classifier); s3 and emr (AWS)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+import threading
 import traceback
 
 from fruits import s3, spark_args
@@ -52,10 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "handler"):  # s3 and emr commands print their own results
             return args.handler(args)
         config = config_from_args(args)
-        from fruits import pipeline
         from fruits.session import get_spark
 
+        # The pipeline's imports (pandas, pyarrow, ...: ~1 s) run while the main
+        # thread only waits for the JVM to start; a failed import raises below.
+        importing = threading.Thread(target=importlib.import_module, args=("fruits.pipeline",), daemon=True)
+        importing.start()
         spark = get_spark(config)
+        importing.join()
+        from fruits import pipeline
+
         command = {"run": pipeline.run_all, "featurize": pipeline.run_featurize, "pca": pipeline.run_pca}
         manifest = command[args.command](spark, config)
     except ConfigError as exc:
