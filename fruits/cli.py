@@ -4,6 +4,7 @@ app's classifier); s3 and emr (AWS)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import threading
@@ -47,6 +48,13 @@ def summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def _import_quietly(name: str) -> None:
+    """Import ``name`` ahead of its use; an error is raised again, and reported in
+    one line, where it is imported for use."""
+    with contextlib.suppress(Exception):
+        importlib.import_module(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     label = " ".join(filter(None, (args.command, getattr(args, "action", None))))
@@ -57,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         from fruits.session import get_spark
 
         # The pipeline's imports (pandas, pyarrow, ...: ~1 s) run while the main
-        # thread only waits for the JVM to start; a failed import raises below.
-        importing = threading.Thread(target=importlib.import_module, args=("fruits.pipeline",), daemon=True)
+        # thread only waits for the JVM to start.
+        importing = threading.Thread(target=_import_quietly, args=("fruits.pipeline",), daemon=True)
         importing.start()
         spark = get_spark(config)
         importing.join()
