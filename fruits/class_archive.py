@@ -35,7 +35,8 @@ _DUMP_TO = "FRUITS_CLASS_ARCHIVE_DUMP"
 _QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
-def _java() -> Path | None:
+def java_binary() -> Path | None:
+    """The java Spark will run: JAVA_HOME's, else the first on PATH (None if neither)."""
     home = os.environ.get("JAVA_HOME")
     found = Path(home) / "bin" / "java" if home else shutil.which("java")
     return Path(found).resolve() if found and Path(found).exists() else None
@@ -47,7 +48,7 @@ def _jars() -> Path:
 
 def archive_path() -> Path | None:
     """Where the archive for this Java and this pyspark lives (None without Java)."""
-    java, jars = _java(), _jars()
+    java, jars = java_binary(), _jars()
     if java is None or not jars.is_dir():  # no Java, or a pyspark without jars (SPARK_HOME's are used)
         return None
     facts = [str(java), str(java.stat().st_mtime_ns), pyspark.__version__, str(jars), str(jars.stat().st_mtime_ns)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import sys
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def get_spark(config: Config | None = None) -> SparkSession:
     config = config or Config()
     spark = SparkSession.getActiveSession()
     if spark is None:
-        if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+        if class_archive.java_binary() is None:
             raise ConfigError("Java not found: Spark needs Java 17 (install it, or set JAVA_HOME)")
         master = config.master or "local[*]"
         builder = (
