@@ -70,13 +70,20 @@ def pick_images(count: int, target: Path) -> Path:
     return target
 
 
+def process_kind(cmdline: bytes) -> str | None:
+    """'python_workers' for a PySpark Python worker (or their daemon), 'jvm' for
+    a Java process (the driver's), else None."""
+    if b"pyspark.daemon" in cmdline or b"pyspark/daemon" in cmdline:
+        return "python_workers"
+    return "jvm" if Path(cmdline.split(b"\0")[0].decode(errors="replace")).name == "java" else None
+
+
 def worker_peak_rss_mb() -> float:
     """Largest peak RSS (VmHWM) among this machine's PySpark Python workers."""
     peaks = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            cmdline = (status.parent / "cmdline").read_bytes()
-            if b"pyspark.daemon" in cmdline or b"pyspark/daemon" in cmdline:
+            if process_kind((status.parent / "cmdline").read_bytes()) == "python_workers":
                 fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
                 peaks.append(int(fields["VmHWM"].split()[0]) / 1024)
         except (OSError, KeyError, ValueError):
@@ -91,13 +98,10 @@ def cpu_seconds() -> dict[str, float]:
     totals = {"jvm": 0.0, "python_workers": 0.0}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            cmdline = (stat.parent / "cmdline").read_bytes()
+            kind = process_kind((stat.parent / "cmdline").read_bytes())
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        kind = "jvm" if Path(cmdline.split(b"\0")[0].decode(errors="replace")).name == "java" else None
-        if b"pyspark.daemon" in cmdline or b"pyspark/daemon" in cmdline:
-            kind = "python_workers"
         if kind:
             totals[kind] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     return totals
