@@ -100,12 +100,12 @@ def _workload() -> None:
     from fruits.pca import fit_pca, project
     from fruits.probe import linear_probe
     from fruits.sample_data import make_sample
-    from fruits.session import get_spark
+    from fruits.session import FLOAT_VECTOR, get_spark
 
     with tempfile.TemporaryDirectory() as scratch:
         make_sample(Path(scratch) / "images")
         spark = get_spark(Config(master="local[2]", event_log_dir=str(Path(scratch) / "events")))
-        fake_features = F.udf(lambda data: [float(byte) for byte in data[:64]], "array<float>", useArrow=True)
+        fake_features = F.udf(lambda data: [float(byte) for byte in data[:64]], FLOAT_VECTOR, useArrow=True)
         images = read_images(spark, Path(scratch, "images").as_uri())
         features = images.select("path", "label", "split", fake_features("content").alias("features"))
         features.write.parquet(Path(scratch, "features").as_uri())

@@ -21,12 +21,13 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+from pyspark.sql.types import StringType, StructField, StructType
 
 from fruits import engines
 from fruits.config import ConfigError
 from fruits.decoding import IMAGE_SIZE, decode, describe_error, preprocess
 from fruits.engines import Predict
+from fruits.session import FLOAT_VECTOR
 
 FEATURE_DIM = 1280
 MODEL_NAME = "MobileNetV2 (alpha 1.0, 224x224, ImageNet, include_top=False, pooling=avg)"
@@ -35,7 +36,7 @@ KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-application
 IMAGES_PER_TASK = 500
 RESULT_TYPE = StructType(
     [
-        StructField("features", ArrayType(FloatType())),
+        StructField("features", FLOAT_VECTOR),
         StructField("error", StringType()),
     ]
 )

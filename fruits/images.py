@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from fruits.decoding import EMPTY_FILE
 from fruits.output import literal_path
+from fruits.session import FLOAT_VECTOR
 
 # Hadoop glob on file names: .jpg/.jpeg/.png in any letter case; other files
 # (.txt, .DS_Store, ...) are not images and are not read at all.
@@ -95,7 +96,7 @@ def empty_file_rows(spark: SparkSession, paths: list[str]) -> DataFrame:
         split.alias("split"),
         F.lit(0).cast("long").alias("size"),
         F.lit(None).cast("timestamp").alias("modified"),
-        F.lit(None).cast("array<float>").alias("features"),
+        F.lit(None).cast(FLOAT_VECTOR).alias("features"),
         F.lit(EMPTY_FILE).alias("error"),
     )
 

@@ -19,9 +19,11 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructField, StructType
 
 from fruits.config import ConfigError, to_uri
 from fruits.output import read_bytes, read_text, write_bytes
+from fruits.session import FLOAT_VECTOR
 
 MODEL_FILE = "pca.npz"
 # Cumulative sums of float64 ratios can end a hair under 1.0.
@@ -203,7 +205,8 @@ def project(model: PcaModel, features: DataFrame) -> DataFrame:
                 ["path", "label", "split", "pca"],
             )
 
-    return rows.mapInArrow(project_batches, "path string, label string, split string, pca array<float>")
+    schema = StructType([*rows.select("path", "label", "split").schema.fields, StructField("pca", FLOAT_VECTOR)])
+    return rows.mapInArrow(project_batches, schema)
 
 
 def save_model(spark: SparkSession, model: PcaModel, root: str) -> None:

@@ -12,7 +12,11 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
 from tests.conftest import SAMPLE
 from tests.test_pipeline import main_run, manifest_of, read
@@ -98,6 +102,41 @@ def test_new_and_changed_images_are_added_once_and_replace_their_old_rows(spark,
 
     assert main_run(*args) == 0  # and the 0-byte files are not added twice
     assert (manifest_of(out)["added"], len(paths_and_sizes(spark, out))) == (0, 37)
+
+
+def test_features_in_parquets_standard_list_layout_take_new_rows(spark, weights, tmp_path):
+    """features/ written before vectors were one repeated float column (a group
+    per element): an incremental run adds to it, and readers see one table."""
+    out = tmp_path / "out"
+    args = ("featurize", "--input", SAMPLE, "--output", out, "--weights", weights, "--mode", "incremental")
+    assert main_run(*args) == 0
+    expected = {row["path"]: row["features"] for row in read(spark, out / "features").collect()}
+    standard = read(spark, out / "features").withColumn("features", F.col("features").cast("array<float>"))
+    spark.conf.set("spark.sql.parquet.writeLegacyFormat", "false")
+    try:  # as earlier releases wrote it, less 6 rows for the rerun to add
+        standard.orderBy("path").limit(30).coalesce(1).write.parquet(str(tmp_path / "standard"))
+    finally:
+        spark.conf.set("spark.sql.parquet.writeLegacyFormat", "true")
+    for part in (out / "features").glob("part-*"):
+        part.unlink()
+    for part in (tmp_path / "standard").glob("part-*"):
+        shutil.move(part, out / "features" / part.name)
+
+    assert main_run(*args) == 0
+    assert (manifest_of(out)["added"], manifest_of(out)["featurized"]) == (6, 36)
+    layouts = {
+        column.path
+        for part in (out / "features").glob("part-*.parquet")
+        for column in pq.ParquetFile(part).schema
+        if column.path.startswith("features.")
+    }
+    assert layouts == {"features.list.element", "features.array"}
+    spark_rows = {row["path"]: row["features"] for row in read(spark, out / "features").collect()}
+    pandas_rows = pd.read_parquet(out / "features").set_index("path")["features"]
+    assert spark_rows.keys() == set(pandas_rows.index) == expected.keys()
+    for path, vector in expected.items():
+        np.testing.assert_allclose(spark_rows[path], vector, rtol=1e-6)
+        np.testing.assert_allclose(pandas_rows[path], vector, rtol=1e-6)
 
 
 @pytest.mark.slow

@@ -103,7 +103,7 @@ def test_the_plain_float_columns_are_the_vectors_as_written(sample_run):
     for name in PLAIN_FLOAT_COLUMNS:
         (part, *_) = sorted((sample_run / name).glob("part-*.parquet"))
         schema = pq.ParquetFile(part).schema
-        assert f"{name}.list.element" in [schema.column(i).path for i in range(len(schema))]
+        assert f"{name}.array" in [schema.column(i).path for i in range(len(schema))]
 
 
 def test_sample_pca_outputs_agree_with_each_other(spark, sample_run):

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql.types import StringType, StructField, StructType
 
 from fruits.config import Config, ConfigError, cache_dir
 from fruits.progress import spark_progress
-from fruits.session import PLAIN_FLOAT_COLUMNS, environment, get_spark, history_server_command
+from fruits.session import FLOAT_VECTOR, PLAIN_FLOAT_COLUMNS, environment, get_spark, history_server_command
 
 
 def test_get_spark_reuses_the_active_session(spark):
@@ -96,14 +97,16 @@ def test_the_cache_falls_back_to_a_temporary_folder_when_home_is_not_writable(mo
     assert cache_dir() == str(tmp_path / ".cache" / "fruits")  # a writable HOME: nothing changes
 
 
-def test_float_vector_columns_are_written_without_a_dictionary(spark, tmp_path):
+def test_float_vectors_are_one_plain_repeated_float_column(spark, tmp_path):
     # Repeated values: Parquet keeps a dictionary for them unless told not to.
-    columns = ", ".join(f"{name} array<float>" for name in PLAIN_FLOAT_COLUMNS)
-    rows = spark.createDataFrame([("apple", *[[0.5] * 8] * len(PLAIN_FLOAT_COLUMNS))] * 100, f"label string, {columns}")
+    vectors = [StructField(name, FLOAT_VECTOR) for name in PLAIN_FLOAT_COLUMNS]
+    schema = StructType([StructField("label", StringType()), *vectors])
+    rows = spark.createDataFrame([("apple", *[[0.5] * 8] * len(PLAIN_FLOAT_COLUMNS))] * 100, schema)
     rows.coalesce(1).write.parquet(str(tmp_path / "vectors"))
     (part,) = (tmp_path / "vectors").glob("part-*.parquet")
     chunks = pq.ParquetFile(part).metadata.row_group(0)
     encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings for i in range(chunks.num_columns)}
     assert "PLAIN_DICTIONARY" in encodings["label"]
     for name in PLAIN_FLOAT_COLUMNS:
-        assert "PLAIN_DICTIONARY" not in encodings[f"{name}.list.element"], encodings
+        assert "PLAIN_DICTIONARY" not in encodings[f"{name}.array"], encodings  # the float itself repeats
+    assert pq.read_table(part).column("features").to_pylist()[0] == [0.5] * 8
