@@ -28,6 +28,7 @@ from fruits.config import ConfigError
 from fruits.decoding import IMAGE_SIZE, decode, describe_error, preprocess
 from fruits.engines import Predict
 from fruits.session import FLOAT_VECTOR
+from fruits.worker_imports import skip_rereading_unchanged_zips
 
 FEATURE_DIM = 1280
 MODEL_NAME = "MobileNetV2 (alpha 1.0, 224x224, ImageNet, include_top=False, pooling=avg)"
@@ -147,6 +148,8 @@ def worker_predictor(backbone_key: str, engine: str, broadcast, side: int) -> Pr
     predict = _worker_predictors.get(backbone_key)
     if predict is None:
         from pyspark import TaskContext
+
+        skip_rereading_unchanged_zips()
 
         context = TaskContext.get()
         predict = engines.predictor(engine, broadcast.value, threads=context.cpus() if context else 1, side=side)

@@ -24,6 +24,7 @@ from pyspark.sql.types import StructField, StructType
 from fruits.config import ConfigError, to_uri
 from fruits.output import read_bytes, read_text, write_bytes
 from fruits.session import FLOAT_VECTOR
+from fruits.worker_imports import skip_rereading_unchanged_zips
 
 MODEL_FILE = "pca.npz"
 # Cumulative sums of float64 ratios can end a hair under 1.0.
@@ -194,6 +195,7 @@ def project(model: PcaModel, features: DataFrame) -> DataFrame:
     rows = features.where(F.col("features").isNotNull()).select("path", "label", "split", "features")
 
     def project_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        skip_rereading_unchanged_zips()
         for batch in batches:
             if not batch.num_rows:
                 continue
