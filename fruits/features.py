@@ -1,4 +1,4 @@
-"""MobileNetV2 features (1280-d, global average pool) in a Spark pandas UDF.
+"""MobileNetV2 features (1280-d, global average pool) in a Spark Arrow map (mapInArrow).
 
 The driver loads the Keras weights once and broadcasts the engine's payload
 (fruits.engines). Each Python worker builds its predictor once and keeps it
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType, StructField, StructType
 
 from fruits import engines
@@ -35,12 +35,8 @@ MODEL_NAME = "MobileNetV2 (alpha 1.0, 224x224, ImageNet, include_top=False, pool
 KERAS_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + KERAS_WEIGHTS_FILE
 IMAGES_PER_TASK = 500
-RESULT_TYPE = StructType(
-    [
-        StructField("features", FLOAT_VECTOR),
-        StructField("error", StringType()),
-    ]
-)
+KEPT_COLUMNS = ("path", "label", "split", "size", "modified")
+RESULT_FIELDS = (StructField("features", FLOAT_VECTOR), StructField("error", StringType()))
 
 # Per-Python-worker caches: backbone key -> predict function; batch size -> buffers.
 _worker_predictors: dict[str, Predict] = {}
@@ -87,11 +83,15 @@ class BatchBuffers:
         self.inputs = np.empty((batch_size, side, side, 3), dtype=np.float32)
 
 
-def featurize_contents(predict: Predict, contents: Sequence[bytes], buffers: BatchBuffers) -> pd.DataFrame:
-    """Image bytes -> DataFrame(features, error); bad images get an error, not a crash.
-    Images are decoded and embedded one batch (len(buffers.pixels)) at a time."""
+def featurize_contents(predict: Predict, contents: Sequence[bytes], buffers: BatchBuffers) -> pa.RecordBatch:
+    """Image bytes -> Arrow (features, error); bad images get an error, not a crash.
+    Images are decoded and embedded one batch (len(buffers.pixels)) at a time.
+
+    Arrow columns built from one array, not pandas: PySpark's pandas converter
+    turns every returned vector into a Python list of 1,280 floats first
+    (0.33 ms an image, measured)."""
     batch_size, side = buffers.pixels.shape[:2]
-    features: list[np.ndarray | None] = [None] * len(contents)
+    vectors = np.zeros((len(contents), FEATURE_DIM), dtype=np.float32)
     errors: list[str | None] = [None] * len(contents)
     for start in range(0, len(contents), batch_size):
         decoded: list[int] = []
@@ -103,10 +103,11 @@ def featurize_contents(predict: Predict, contents: Sequence[bytes], buffers: Bat
                 errors[i] = describe_error(contents[i], exc)
         if decoded:
             count = len(decoded)
-            vectors = predict(preprocess(buffers.pixels[:count], out=buffers.inputs[:count]))
-            for i, vector in zip(decoded, np.asarray(vectors, dtype=np.float32), strict=True):
-                features[i] = vector
-    return pd.DataFrame({"features": features, "error": errors})
+            vectors[decoded] = predict(preprocess(buffers.pixels[:count], out=buffers.inputs[:count]))
+    offsets = pa.array(np.arange(len(contents) + 1, dtype=np.int32) * FEATURE_DIM)
+    failed = pa.array([error is not None for error in errors])
+    features = pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()), mask=failed)
+    return pa.RecordBatch.from_arrays([features, pa.array(errors, pa.string())], ["features", "error"])
 
 
 class _Failed:
@@ -199,13 +200,14 @@ def featurize(images: DataFrame, backbone: engines.Backbone, tasks: int, batch_s
     if images.rdd.getNumPartitions() > tasks:
         images = images.coalesce(tasks)
 
-    @pandas_udf(RESULT_TYPE)
-    def mobilenet_features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    def mobilenet_features(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         predict = worker_predictor(key, engine, broadcast, side)
         buffers = worker_buffers(batch_size, side)
-        for contents in read_ahead(batches):
-            yield featurize_contents(predict, contents, buffers)
+        for batch in read_ahead(batches):
+            result = featurize_contents(predict, batch.column("content").to_pylist(), buffers)
+            yield pa.RecordBatch.from_arrays(
+                [*(batch.column(name) for name in KEPT_COLUMNS), *result.columns], [*KEPT_COLUMNS, *result.schema.names]
+            )
 
-    result = mobilenet_features(F.col("content")).alias("result")
-    kept = ("path", "label", "split", "size", "modified")
-    return images.select(*kept, result).select(*kept, "result.features", "result.error")
+    kept = images.select(*KEPT_COLUMNS).schema.fields
+    return images.select(*KEPT_COLUMNS, "content").mapInArrow(mobilenet_features, StructType([*kept, *RESULT_FIELDS]))

@@ -170,7 +170,7 @@ def test_undecodable_bytes_get_specific_errors_next_to_good_features(weights, tm
     backbone = engines.prepare(engine, weights, file_sha256(weights), tmp_path)
     predict = engines.predictor(engine, backbone.payload, threads=1)
     good = SAMPLE_FILES[0].read_bytes()
-    result = featurize_contents(predict, [good, b"", b"plain text", good], BatchBuffers(3))
+    result = featurize_contents(predict, [good, b"", b"plain text", good], BatchBuffers(3)).to_pandas()
     assert list(result["error"]) == [None, "empty file", "not a recognized image format", None]
     assert result["features"][0].shape == (FEATURE_DIM,)
     assert result["features"][1] is None
@@ -186,13 +186,14 @@ def test_smaller_inputs_give_keras_own_features_at_that_size(weights, tmp_path, 
     for engine in ("keras", "onnx"):
         backbone = engines.prepare(engine, weights, file_sha256(weights), tmp_path, image_size=side)
         predict = engines.predictor(engine, backbone.payload, threads=2, side=side)
-        features[engine] = np.stack(featurize_contents(predict, contents, BatchBuffers(8, side))["features"])
+        features[engine] = np.stack(
+            featurize_contents(predict, contents, BatchBuffers(8, side)).to_pandas()["features"]
+        )
     assert features["onnx"].shape == (len(contents), FEATURE_DIM)
     np.testing.assert_allclose(features["onnx"], features["keras"], atol=2e-4)
     backbone = engines.prepare("onnx", weights, file_sha256(weights), tmp_path)
-    at_224 = np.stack(
-        featurize_contents(engines.predictor("onnx", backbone.payload, 2), contents, BatchBuffers(8))["features"]
-    )
+    predict = engines.predictor("onnx", backbone.payload, 2)
+    at_224 = np.stack(featurize_contents(predict, contents, BatchBuffers(8)).to_pandas()["features"])
     assert np.abs(at_224 - features["onnx"]).max() > 0.1
 
 
@@ -203,7 +204,7 @@ def test_onnx_features_equal_keras_features_on_real_images(weights, real_subset,
     for engine in ("keras", "onnx"):
         backbone = engines.prepare(engine, weights, file_sha256(weights), real_subset.parent / "models")
         result = featurize_contents(engines.predictor(engine, backbone.payload, threads=2), contents, BatchBuffers(32))
-        features[engine] = np.stack(result["features"])
+        features[engine] = np.stack(result.to_pandas()["features"])
     keras_features, onnx_features = features["keras"], features["onnx"]
     cosine = (keras_features * onnx_features).sum(1) / (
         np.linalg.norm(keras_features, axis=1) * np.linalg.norm(onnx_features, axis=1)

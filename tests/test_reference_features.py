@@ -33,7 +33,9 @@ def test_features_equal_the_keras_reference_on_real_images(reference, weights):
     assert [hashlib.sha256(content).hexdigest() for content in contents] == list(reference["sha256"])
     engine = default_engine()
     backbone = engines.prepare(engine, weights, file_sha256(weights), Path(cache_dir()) / "models")
-    result = featurize_contents(engines.predictor(engine, backbone.payload, threads=2), contents, BatchBuffers(8))
+    result = featurize_contents(
+        engines.predictor(engine, backbone.payload, threads=2), contents, BatchBuffers(8)
+    ).to_pandas()
     assert list(result["error"]) == [None] * len(contents)
     features = np.stack(result["features"])[:, KEPT_DIMENSIONS]
     expected = reference["features"]
