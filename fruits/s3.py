@@ -182,6 +182,12 @@ def encryption_rules(s3, bucket: str) -> list[dict]:
         return []
 
 
+def etags_are_md5s(s3, bucket: str) -> bool:
+    """Whether the bucket's single-part ETags are MD5s: not under default SSE-KMS."""
+    defaults = [rule["ApplyServerSideEncryptionByDefault"] for rule in encryption_rules(s3, bucket)]
+    return not any(default["SSEAlgorithm"].startswith("aws:kms") for default in defaults)
+
+
 def list_objects(s3, bucket: str, prefix: str) -> dict[str, dict]:
     objects = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -242,8 +248,7 @@ def upload(local: str, uri: str, target: AwsTarget, workers: int = 16, progress:
     s3 = client("s3", target)
     with user_errors(f"s3 upload to {uri}"):
         existing = list_objects(s3, bucket, prefix)
-        defaults = [rule["ApplyServerSideEncryptionByDefault"] for rule in encryption_rules(s3, bucket)]
-        etag_is_md5 = not any(default["SSEAlgorithm"].startswith("aws:kms") for default in defaults)
+        etag_is_md5 = etags_are_md5s(s3, bucket)
     transfer = Transfer()
 
     def send(path: Path) -> Callable[[], None]:
@@ -268,12 +273,14 @@ def upload(local: str, uri: str, target: AwsTarget, workers: int = 16, progress:
 
 def download(uri: str, local: str, target: AwsTarget, workers: int = 16, progress: bool = True) -> Transfer:
     """Download every object under an s3:// prefix into a local folder, skipping
-    files already there with the same size."""
+    files already there with the same size and MD5 (``same_object``): a stale
+    file of the same size, such as an earlier run's manifest, is replaced."""
     bucket, prefix = parse_s3_uri(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     s3 = client("s3", target)
     with user_errors(f"s3 download from {uri}"):
         objects = {key: item for key, item in list_objects(s3, bucket, prefix).items() if not key.endswith("/")}
+        etag_is_md5 = etags_are_md5s(s3, bucket)
     if not objects:
         raise ConfigError(f"nothing under {uri}")
     destination = Path(local).expanduser()
@@ -283,7 +290,7 @@ def download(uri: str, local: str, target: AwsTarget, workers: int = 16, progres
         path = destination / key[len(prefix) :]
 
         def job() -> None:
-            if path.is_file() and path.stat().st_size == item["Size"]:
+            if path.is_file() and same_object(path, item, etag_is_md5=etag_is_md5):
                 transfer.count(skipped=True)
                 return
             try:

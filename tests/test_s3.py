@@ -149,6 +149,19 @@ def test_download_writes_the_prefix_and_skips_what_is_there(moto_endpoint, bucke
     assert "skipped 5 already there" in out
 
 
+def test_download_replaces_a_local_file_of_the_same_size_but_other_content(moto_endpoint, bucket, tmp_path):
+    """An earlier run's manifest.json in the same folder: same size, other run id."""
+    client = s3_client(moto_endpoint)
+    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    client.put_object(Bucket=bucket, Key="run-2/manifest.json", Body=b'{"run_id": "run-2"}')
+    stale = tmp_path / "back" / "manifest.json"
+    stale.parent.mkdir()
+    stale.write_bytes(b'{"run_id": "run-1"}')
+    transfer = s3.download(f"s3://{bucket}/run-2/", str(stale.parent), AwsTarget(), progress=False)
+    assert (transfer.done, transfer.skipped) == (1, 0)
+    assert stale.read_bytes() == b'{"run_id": "run-2"}'
+
+
 def test_a_manifest_is_downloaded_last_and_only_after_all_the_results(moto_endpoint, bucket, tmp_path, capsys):
     client = s3_client(moto_endpoint)
     client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
