@@ -17,6 +17,7 @@ PRECISIONS = ("fp32", "int8")
 # --image-size: sides whose linear-probe accuracy on the full shared split stays
 # within 0.5 point of 224's (README, "Smaller inputs"): 160 and 128 lose 1.0 and 2.1.
 IMAGE_SIDES = (192, 224)
+FEATURE_DIM = 1280  # MobileNetV2's pooled features: the most components a PCA can keep
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^file:")
 
 
@@ -124,8 +125,10 @@ class Config:
             raise ConfigError("--precision int8 calibrates on each run's input, so --mode incremental cannot add to it")
         if not 0.0 < self.pca_variance <= 1.0:
             raise ConfigError(f"--pca-variance must be in (0, 1], got {self.pca_variance}")
-        if self.pca_k is not None and self.pca_k < 1:
-            raise ConfigError(f"--pca-k must be a positive integer, got {self.pca_k}")
+        if self.pca_k is not None and not 1 <= self.pca_k <= FEATURE_DIM:
+            raise ConfigError(f"--pca-k must be from 1 to {FEATURE_DIM} (the features' dimension), got {self.pca_k}")
+        if self.limit_per_class and self.mode == "incremental":
+            raise ConfigError("--limit-per-class with --mode incremental would drop the rows of the images left out")
         for name in ("batch_size", "arrow_batch_size", "commit_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")

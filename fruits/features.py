@@ -24,13 +24,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from fruits import engines
-from fruits.config import ConfigError
+from fruits.config import FEATURE_DIM, ConfigError
 from fruits.decoding import IMAGE_SIZE, decode, describe_error, preprocess
 from fruits.engines import Predict
 from fruits.session import FLOAT_VECTOR
 from fruits.worker_imports import skip_rereading_unchanged_zips
 
-FEATURE_DIM = 1280
 MODEL_NAME = "MobileNetV2 (alpha 1.0, 224x224, ImageNet, include_top=False, pooling=avg)"
 KERAS_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + KERAS_WEIGHTS_FILE
@@ -194,8 +193,12 @@ def featurize(images: DataFrame, backbone: engines.Backbone, tasks: int, batch_s
     The backbone's payload is broadcast once per call. Tiny files make one small
     partition each; they are merged into at most ``tasks`` partitions.
     """
-    broadcast = images.sparkSession.sparkContext.broadcast(backbone.payload)
+    spark = images.sparkSession
+    broadcast = spark.sparkContext.broadcast(backbone.payload)
     engine, side = backbone.engine, backbone.image_size
+    arrow_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+    if arrow_rows > 0:  # a batch never spans two Arrow batches: no buffers for images that cannot come
+        batch_size = min(batch_size, arrow_rows)
     key = f"{backbone.key}-{side}"  # a Keras predictor is built for one side
     if images.rdd.getNumPartitions() > tasks:
         images = images.coalesce(tasks)

@@ -46,12 +46,13 @@ def _image_rows(raw: DataFrame) -> DataFrame:
 
 
 def read_images(spark: SparkSession, uri: str) -> DataFrame:
-    """All images below ``uri`` as rows of (path, label, split, size, modified, content)."""
+    """All images below ``uri`` (a folder, taken literally: ``in[2]`` is no
+    pattern) as rows of (path, label, split, size, modified, content)."""
     raw = (
         spark.read.format("binaryFile")
         .option("recursiveFileLookup", "true")
         .option("pathGlobFilter", IMAGE_GLOB)
-        .load(uri)
+        .load(literal_path(uri))
     )
     return _image_rows(raw)
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fruits.config import ConfigError
+from fruits.config import FEATURE_DIM, ConfigError
 
-FEATURE_DIM = 1280
 BN_EPSILON = 1e-3  # keras.applications.MobileNetV2's BatchNormalization
 # (expansion, stride, output channels) of the 17 inverted-residual blocks.
 BLOCKS = (

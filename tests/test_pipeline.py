@@ -165,6 +165,24 @@ def test_a_corrupt_file_among_good_ones_becomes_exactly_one_error_row(spark, wei
     assert read(spark, tmp_path / "out" / "pca").count() == 36
 
 
+def test_an_input_folder_named_like_a_pattern_is_read_literally(spark, weights, tmp_path, capsys):
+    images = tmp_path / "photos [2] {a,b} *"
+    shutil.copytree(SAMPLE, images)
+    code, _, err = run_cli(capsys, "featurize", "--input", images, "--output", tmp_path / "out", "--weights", weights)
+    assert code == 0, err
+    assert (manifest_of(tmp_path / "out")["input_files"], manifest_of(tmp_path / "out")["featurized"]) == (36, 36)
+
+
+def test_a_batch_size_above_the_arrow_batch_allocates_only_an_arrow_batch(spark, weights, tmp_path, capsys):
+    """Buffers for 100,000 images would be 75 GB a worker; an Arrow batch holds 256."""
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "featurize", "--input", SAMPLE, "--output", out, "--weights", weights, "--batch-size", "100000"
+    )
+    assert code == 0, err
+    assert manifest_of(out)["featurized"] == 36
+
+
 @pytest.mark.parametrize("engine", ["onnx", "keras"])
 def test_undecodable_bytes_get_specific_errors_next_to_good_features(weights, tmp_path, engine):
     backbone = engines.prepare(engine, weights, file_sha256(weights), tmp_path)
