@@ -249,8 +249,9 @@ def pca_stage(spark: SparkSession, config: Config, root: str, manifest: dict) ->
         raise ConfigError(f"no features at {features_uri}: run `fruits featurize` first")
     started = time.perf_counter()
     features = spark.read.parquet(output.literal_path(features_uri))
-    if features.where(F.col("features").isNotNull()).isEmpty():
-        raise ConfigError(f"no image in {features_uri} has features (all failed): nothing to fit")
+    featurized = features.where(F.col("features").isNotNull()).limit(2).count()
+    if featurized < 2:  # checked before anything is replaced
+        raise ConfigError(f"PCA needs at least 2 images with features, {featurized} in {features_uri}")
     _prepare(spark, root, PCA_OUTPUTS, config.mode)
     fit = fit_pca(features, k=config.pca_k, variance=config.pca_variance, standardize=config.standardize)
     save_model(spark, fit.model, f"{root}/{PCA_MODEL}")
@@ -314,7 +315,12 @@ def run_all(spark: SparkSession, config: Config) -> dict:
         manifest.update({key: previous[key] for key in PCA_MANIFEST_KEYS if key in previous})
         manifest["seconds"]["pca"] = 0.0
     else:
-        pca_stage(spark, config, root, manifest)
+        try:
+            pca_stage(spark, config, root, manifest)
+        except ConfigError as exc:  # the features are whole: their manifest says so, as `fruits featurize` would
+            manifest["seconds"]["total"] = manifest["seconds"]["featurize"]
+            output.write_manifest(spark, root, manifest)
+            raise ConfigError(f"{exc}; the features are written") from exc
     manifest["seconds"]["total"] = round(time.perf_counter() - started, 2)
     output.write_manifest(spark, root, manifest)
     return manifest

@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +169,28 @@ def test_a_failure_during_the_work_exits_1_with_one_line(spark, capsys, tmp_path
     assert err.startswith(f"fruits {command}: failed: Py4JJavaError: ")
     assert err.endswith("(rerun with --debug for details)\n")
     assert blocker.read_text() == "not a folder"
+
+
+def test_too_few_featurized_images_stop_before_the_pca_with_the_features_kept(spark, capsys, tmp_path, weights):
+    """One decodable image: `fruits run` keeps its (whole) features with their
+    manifest and exits 2 before the PCA; `fruits pca` then changes nothing."""
+    images, out = tmp_path / "images", tmp_path / "out"
+    (images / "Training" / "Kiwi").mkdir(parents=True)
+    shutil.copy(next(SAMPLE.rglob("*.jpg")), images / "Training" / "Kiwi" / "good.jpg")
+    (images / "Training" / "Kiwi" / "bad.jpg").write_bytes(b"not a jpeg")
+    code, _, err = run_cli(capsys, "run", "--input", images, "--output", out, "--weights", weights)
+    assert_usage_error(code, err, f"PCA needs at least 2 images with features, 1 in file://{out}/features")
+    assert err.endswith("; the features are written\n")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["featurized"], manifest["failed"], "pca_k" in manifest) == (1, 1, False)
+    assert sorted(path.name for path in out.iterdir() if not path.name.endswith(".crc")) == [
+        "features",
+        "manifest.json",
+    ]
+
+    code, _, err = run_cli(capsys, "pca", "--input", out, "--mode", "overwrite")
+    assert_usage_error(code, err, "PCA needs at least 2 images with features, 1 in")
+    assert json.loads((out / "manifest.json").read_text()) == manifest
 
 
 def test_a_failure_in_the_pca_exits_1_and_leaves_no_manifest(spark, capsys, monkeypatch, tmp_path):
