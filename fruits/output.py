@@ -77,6 +77,18 @@ def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
         raise OSError(f"cannot rename {uri}.partial to {uri}")
 
 
+def has_data_files(spark: SparkSession, uri: str) -> bool:
+    """Whether folder ``uri`` exists and holds a data file (not _ or . files)."""
+    fs, path = _fs_path(spark, uri)
+    if not fs.exists(path):
+        return False
+    return any(status.isFile() and not _is_hidden(status.getPath().getName()) for status in fs.listStatus(path))
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(("_", "."))  # as Spark's readers: _SUCCESS, _model.json, .crc files
+
+
 def move_data_files(spark: SparkSession, source: str, target: str) -> int:
     """Move the data files (not _SUCCESS, .crc or hidden files) of folder ``source``
     into folder ``target``, one rename each; returns how many were moved."""
@@ -86,7 +98,7 @@ def move_data_files(spark: SparkSession, source: str, target: str) -> int:
     moved = 0
     for status in fs.listStatus(source_path):
         name = status.getPath().getName()
-        if status.isFile() and not name.startswith(("_", ".")):
+        if status.isFile() and not _is_hidden(name):
             destination = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target_path, name)
             if not fs.rename(status.getPath(), destination):
                 raise OSError(f"cannot move {status.getPath()} to {destination}")

@@ -109,14 +109,18 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         "image_size": backbone.image_size,
     }
     done = _features_to_add_to(spark, root, model) if config.mode == "incremental" else None
-    if config.mode == "overwrite":
-        _prepare(spark, root, FEATURIZE_OUTPUTS + PCA_OUTPUTS, config.mode)
+    if config.mode == "overwrite":  # also the chunks a killed incremental run left aside
+        _prepare(spark, root, (*FEATURIZE_OUTPUTS, *PCA_OUTPUTS, STAGING), config.mode)
     else:  # error: nothing there yet; incremental: features/ changes in place
         output.withdraw_manifest(spark, root)
 
     started = time.perf_counter()
+    model_json = json.dumps(model, sort_keys=True)
+    dropped = 0
     if config.mode == "incremental":
-        added = _featurize_new(spark, config, images, backbone, empty, done=done, root=root, run_id=manifest["run_id"])
+        added, dropped = _featurize_new(
+            spark, config, images, backbone, empty, done=done, root=root, run_id=manifest["run_id"], model=model_json
+        )
     else:
         tasks = config.partitions or task_count(spark.sparkContext.defaultParallelism, input_files)
         rows = featurize(images, backbone, tasks, config.batch_size)
@@ -124,7 +128,7 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
             rows = rows.unionByName(empty_file_rows(spark, empty))
         rows.write.parquet(f"{root}/{FEATURES}")  # one job: _SUCCESS marks it whole
         added = input_files
-    output.write_text(spark, f"{root}/{FEATURES}/{MODEL_FILE}", json.dumps(model, sort_keys=True))
+    output.write_text(spark, f"{root}/{FEATURES}/{MODEL_FILE}", model_json)
     counts = (
         spark.read.parquet(output.literal_path(f"{root}/{FEATURES}"))
         .agg(F.count("features").alias("featurized"), F.count("error").alias("failed"))
@@ -147,6 +151,7 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         image_size=backbone.image_size,
         calibration=backbone.calibration,
         added=added,
+        dropped=dropped,
         images_per_second=round(added / seconds, 2),
     )
     manifest["seconds"]["featurize"] = round(seconds, 2)
@@ -169,7 +174,7 @@ def _features_to_add_to(spark: SparkSession, root: str, model: dict) -> DataFram
     """--mode incremental: the features already in <root>, checked before anything
     changes: they must carry file sizes and times, and come from the same weights."""
     features_uri = f"{root}/{FEATURES}"
-    if not output.exists(spark, features_uri):
+    if not output.has_data_files(spark, features_uri):  # also a first run killed before its first commit
         return None
     done = spark.read.parquet(output.literal_path(features_uri))
     if not {"size", "modified"} <= set(done.columns):
@@ -195,13 +200,16 @@ def _featurize_new(
     done: DataFrame | None,
     root: str,
     run_id: str,
-) -> int:
+    model: str,
+) -> tuple[int, int]:
     """--mode incremental: featurize only images not in ``done`` (<root>/features)
     with the same path, size and modification time, drop the rows of files
     changed, deleted or emptied since, and commit the new rows in chunks of
     config.commit_every images. A chunk is written aside, then its files are
     moved into features/ one by one: whatever a killed run committed counts as
-    done, so a rerun adds every image exactly once. Returns how many were added."""
+    done, so a rerun adds every image exactly once. The model file (``model``)
+    is in features/ before the first commit, so a rerun with another model is
+    refused even then. Returns how many rows were added and dropped."""
     features_uri = f"{root}/{FEATURES}"
     listing = images.select("path", "size", "modified")
     todo = listing
@@ -209,12 +217,15 @@ def _featurize_new(
         known = ["path", "size", "modified"]
         todo = listing.join(done.select(known), known, "left_anti")
     paths = sorted(row["path"] for row in todo.select("path").collect())
+    dropped = 0
     if done is not None:
         recorded_empty = F.col("path").isin(empty) & (F.col("size") == 0)
         empty = sorted(set(empty) - {row["path"] for row in done.where(recorded_empty).select("path").collect()})
         stale = done.select(known).join(listing, known, "left_anti").where(~recorded_empty)
-        if not stale.isEmpty():
+        dropped = stale.count()
+        if dropped:
             _drop_rows(spark, root, run_id, stale.select("path"))
+    output.write_text(spark, f"{features_uri}/{MODEL_FILE}", model)
     if empty:  # no bytes to featurize: their error rows are one small commit
         staging = f"{root}/{STAGING}/{run_id}-empty"
         empty_file_rows(spark, empty).write.parquet(staging)
@@ -228,7 +239,7 @@ def _featurize_new(
         output.move_data_files(spark, staging, features_uri)
         print(f"fruits: committed {number}/{len(chunks)} ({len(chunk)} images)", file=sys.stderr)
     output.delete(spark, f"{root}/{STAGING}")  # also what a killed run left there
-    return len(paths) + len(empty)
+    return len(paths) + len(empty), dropped
 
 
 def _drop_rows(spark: SparkSession, root: str, run_id: str, paths: DataFrame) -> None:
@@ -311,7 +322,8 @@ def run_all(spark: SparkSession, config: Config) -> dict:
     previous = output.read_manifest(spark, to_uri(config.output)) if incremental else {}
     root = featurize_stage(spark, config, manifest)
     same_pca = all(previous.get("parameters", {}).get(name) == getattr(config, name) for name in PCA_PARAMETERS)
-    if manifest["added"] == 0 and "pca_k" in previous and same_pca:  # nothing new: keep the PCA as it is
+    unchanged = manifest["added"] == manifest["dropped"] == 0
+    if unchanged and "pca_k" in previous and same_pca:  # the same features: keep the PCA as it is
         manifest.update({key: previous[key] for key in PCA_MANIFEST_KEYS if key in previous})
         manifest["seconds"]["pca"] = 0.0
     else:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
+from fruits import pipeline
 from tests.conftest import SAMPLE
 from tests.test_pipeline import main_run, manifest_of, read
 
@@ -52,6 +53,46 @@ def test_a_second_incremental_run_does_no_work(spark, weights, tmp_path):
     third = manifest_of(out)
     assert (third["added"], third["pca_k"]) == (0, 3)
     assert np.load(out / "pca_model" / "pca.npz")["components"].shape == (1280, 3)  # refit and saved
+
+
+def test_deleted_images_alone_refit_the_pca(spark, weights, tmp_path):
+    images, out = tmp_path / "images", tmp_path / "out"
+    shutil.copytree(SAMPLE, images)
+    args = ("run", "--input", images, "--output", out, "--weights", weights, "--mode", "incremental")
+    assert main_run(*args) == 0
+    next(images.rglob("*.jpg")).unlink()
+    assert main_run(*args) == 0
+    manifest = manifest_of(out)
+    assert (manifest["added"], manifest["dropped"], manifest["featurized"]) == (0, 1, 35)
+    assert read(spark, out / "pca").count() == 35  # not the 36 rows of the earlier PCA
+
+
+def test_a_run_that_failed_after_its_first_commit_still_refuses_another_model(
+    spark, weights, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    args = ("featurize", "--input", SAMPLE, "--output", out, "--weights", weights, "--mode", "incremental")
+    featurize = pipeline.featurize
+    calls = []
+
+    def second_chunk_fails(*arguments, **options):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return featurize(*arguments, **options)
+
+    monkeypatch.setattr(pipeline, "featurize", second_chunk_fails)
+    assert main_run(*args, "--commit-every", "20") == 1
+    assert read(spark, out / "features").count() == 20
+    monkeypatch.undo()
+    assert main_run(*args, "--image-size", "192") == 2
+    assert "made with other weights, precision or image size" in capsys.readouterr().err
+    assert main_run(*args) == 0
+    assert manifest_of(out)["added"] == 16
+
+    (out / "_staging" / "killed-run-1").mkdir(parents=True)
+    assert main_run(*args[:-1], "overwrite") == 0
+    assert not (out / "_staging").exists()  # overwrite leaves no chunk of an earlier run aside
 
 
 def test_features_of_other_weights_are_not_added_to(spark, weights, tmp_path, capsys):
