@@ -28,6 +28,7 @@ Predict = Callable[[np.ndarray], np.ndarray]
 # (cosine to fp32 0.82 -> 0.98 when kept) for little speed (1.55x -> 1.65x).
 FP32_LEADING_CONVS = 3
 WEIGHTS_SHA256_KEY = "fruits.weights_sha256"  # in the converted model's metadata
+QUANTIZED_PRODUCER = "onnx.quantize"  # what ONNX Runtime's quantize_static writes as the producer
 
 
 def import_keras():
@@ -109,6 +110,8 @@ def weights_sha256_of(onnx_bytes: bytes, where: str) -> str:
     sha256 = metadata.custom_metadata_map.get(WEIGHTS_SHA256_KEY)
     if not sha256:
         raise ConfigError(f"{where} was not converted by fruits (no {WEIGHTS_SHA256_KEY} in its metadata)")
+    if metadata.producer_name == QUANTIZED_PRODUCER:  # would be cached, and run, as the fp32 model
+        raise ConfigError(f"{where} is quantized (int8): pass the fp32 model, and --precision int8 to quantize")
     return sha256
 
 
