@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import onnx
 import pytest
 
 from fruits.classifier import metadata as keys
-from fruits.classifier.predict import AppModel
+from fruits.classifier.predict import AppModel, predict
 from fruits.classifier.train import load
 from fruits.features import file_sha256
 from fruits.output import read_parquet
@@ -112,6 +113,22 @@ def test_predict_prints_the_top_labels_per_image_without_spark_or_tensorflow(dat
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert records[-1] == {"path": str(broken), "error": "not a recognized image format"}
     assert [len(record["top"]) for record in records[:-1]] == [2] * 20
+
+
+def test_a_photo_gone_since_it_was_listed_is_its_own_error(app_model, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(next((ROOT / "data_sample").rglob("*.jpg")), photos / name)
+    predictions = predict(str(app_model), [str(photos)], top=1)
+    first = next(predictions)  # the folder is listed by now
+    (photos / "b.jpg").unlink()
+    rest = list(predictions)
+    assert [(Path(p.path).name, p.error) for p in (first, *rest)] == [
+        ("a.jpg", None),
+        ("b.jpg", "cannot read: No such file or directory"),
+        ("c.jpg", None),
+    ]
 
 
 @pytest.mark.parametrize(

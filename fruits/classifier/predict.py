@@ -58,7 +58,10 @@ class AppModel:
         return self.session.run(None, {"image": pixels})[0]
 
     def classify(self, path: Path, top: int) -> Prediction:
-        content = path.read_bytes()
+        try:
+            content = path.read_bytes()
+        except OSError as exc:  # unreadable (permissions, gone since listed): this photo's error only
+            return Prediction(str(path), [], f"cannot read: {exc.strerror or type(exc).__name__}")
         try:
             pixels = decode(content, self.side)
         except Exception as exc:  # as in the pipeline: a bad image is an error, not a crash
