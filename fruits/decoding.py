@@ -10,6 +10,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SIZE = (224, 224)  # the default and the reference
 EMPTY_FILE = "empty file"  # the error of a file with no bytes, wherever it is caught
+# The raster formats a .jpg/.jpeg/.png file may really hold (JPEG also opens
+# phones' multi-picture MPO files): anything else, such as EPS, which Pillow would
+# hand to Ghostscript, is no image here.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def decode(content: bytes, side: int = IMAGE_SIZE[0]) -> np.ndarray:
@@ -19,7 +23,7 @@ def decode(content: bytes, side: int = IMAGE_SIZE[0]) -> np.ndarray:
     declared size is big enough to be a decompression bomb.
     """
     try:
-        image = Image.open(io.BytesIO(content))  # reads the header only
+        image = Image.open(io.BytesIO(content), formats=FORMATS)  # reads the header only
     except Image.DecompressionBombError as exc:  # Pillow's own refusal, over twice MAX_IMAGE_PIXELS
         raise ValueError(f"image too large: {str(exc).rstrip('.')} (decompression bomb guard)") from exc
     with image:

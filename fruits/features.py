@@ -104,7 +104,7 @@ def featurize_contents(predict: Predict, contents: Sequence[bytes], buffers: Bat
             count = len(decoded)
             vectors[decoded] = predict(preprocess(buffers.pixels[:count], out=buffers.inputs[:count]))
     offsets = pa.array(np.arange(len(contents) + 1, dtype=np.int32) * FEATURE_DIM)
-    failed = pa.array([error is not None for error in errors])
+    failed = pa.array([error is not None for error in errors], pa.bool_())  # typed even when empty
     features = pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()), mask=failed)
     return pa.RecordBatch.from_arrays([features, pa.array(errors, pa.string())], ["features", "error"])
 

@@ -32,10 +32,11 @@ _TOLERANCE = 1e-9
 
 
 def choose_k(explained_variance: np.ndarray, target: float) -> int:
-    """Smallest k whose cumulative explained variance reaches ``target``."""
+    """Smallest k whose cumulative explained variance reaches ``target`` (1 when
+    there is no variance at all, as for identical images)."""
     cumulative = np.cumsum(explained_variance)
     reached = np.flatnonzero(cumulative >= target - _TOLERANCE)
-    return int(reached[0]) + 1 if reached.size else len(cumulative)
+    return int(reached[0]) + 1 if reached.size else 1
 
 
 @dataclass(frozen=True)

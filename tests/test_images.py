@@ -73,6 +73,7 @@ def test_decode_gives_upright_rgb_at_model_size():
         (b"definitely not an image", UnidentifiedImageError, "cannot identify image file"),
         (_jpeg("red")[:200], OSError, "Truncated File Read"),
         (_jpeg("red")[:-10], OSError, "image file is truncated"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n", UnidentifiedImageError, "cannot identify"),
     ],
 )
 def test_decode_raises_on_unreadable_bytes(content, error, message):

@@ -17,6 +17,7 @@ from tests.test_cli import run_cli
         ([0.5, 0.3, 0.15, 0.05], 1.0, 4),
         ([0.9, 0.1], 0.5, 1),
         ([0.1] * 10, 1.0, 10),  # sums to 0.9999999999999999
+        ([0.0] * 1280, 0.95, 1),  # identical images: no variance to keep
     ],
 )
 def test_choose_k_is_smallest_k_reaching_target(curve, target, k):

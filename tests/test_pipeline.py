@@ -193,6 +193,12 @@ def test_undecodable_bytes_get_specific_errors_next_to_good_features(weights, tm
     assert result["features"][0].shape == (FEATURE_DIM,)
     assert result["features"][1] is None
     np.testing.assert_allclose(result["features"][0], result["features"][3], atol=1e-5)
+    empty = featurize_contents(predict, [], BatchBuffers(3))
+    assert (empty.num_rows, empty.schema.names, str(empty.schema.field("features").type)) == (
+        0,
+        ["features", "error"],
+        "list<item: float>",
+    )
 
 
 @pytest.mark.parametrize("side", [192])
