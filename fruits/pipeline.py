@@ -306,7 +306,14 @@ def run_pca(spark: SparkSession, config: Config, root: str | None = None) -> dic
     root = to_uri(location)
     if not output.exists(spark, root):
         raise ConfigError(f"input not found: {location}")
-    manifest = output.read_manifest(spark, root) or new_manifest(spark, config)
+    manifest = output.read_manifest(spark, root)
+    features_uri = f"{root}/{FEATURES}"
+    if not manifest and output.exists(spark, features_uri) and not output.exists(spark, f"{features_uri}/_SUCCESS"):
+        raise ConfigError(
+            f"{location} has no manifest and its features no _SUCCESS: a run did not finish there "
+            "(`fruits featurize --mode incremental` completes it)"
+        )
+    manifest = manifest or new_manifest(spark, config)
     manifest.setdefault("output", root)
     pca_stage(spark, config, root, manifest)
     manifest["seconds"]["total"] = round(sum(manifest["seconds"].get(s, 0) for s in ("featurize", "pca")), 2)
