@@ -55,6 +55,12 @@ def test_train_writes_metrics_confusion_and_the_manifest(trained):
     assert 0.9 <= metrics["macro_f1"] <= 1.0
     assert set(metrics["per_class"]) == set(metrics["labels"])
     assert all(entry["support"] == 20 for entry in metrics["per_class"].values())
+    # The confusion counts are the test rows, and each class's recall is its diagonal share.
+    assert sum(count for _, _, count in metrics["confusion"]) == 160
+    hits = {true: count for true, guess, count in metrics["confusion"] if true == guess}
+    assert metrics["accuracy"] == pytest.approx(sum(hits.values()) / 160)
+    for label, entry in metrics["per_class"].items():
+        assert entry["recall"] == pytest.approx(hits.get(label, 0) / 20)
     assert (trained / "classifier" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     recorded = json.loads((trained / "manifest.json").read_text())["classifier"]
     assert recorded["accuracy"] == round(metrics["accuracy"], 6)
@@ -193,3 +199,7 @@ def test_without_a_test_split_a_fifth_is_held_out_by_path_hash(spark, capsys, tm
     assert metrics["train_rows"] + metrics["test_rows"] == 400
     assert metrics["accuracy"] == 1.0
     assert "test accuracy 1.0000" in out
+    code, _, err = run_cli(capsys, "train", "--input", root, "--output", root / "again")
+    assert code == 0, err
+    again = json.loads((root / "again" / "metrics.json").read_text())
+    assert (again["test_rows"], again["confusion"]) == (metrics["test_rows"], metrics["confusion"])  # the same images

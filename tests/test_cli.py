@@ -1,3 +1,4 @@
+import argparse
 import json
 import os
 import shutil
@@ -43,6 +44,40 @@ def test_console_script_help_lists_the_commands():
         "s3",
         "emr",
     ]
+
+
+def command_lines() -> list[tuple[str, ...]]:
+    """Every command and action of `fruits`, from the parser itself."""
+    from fruits.cli import build_parser
+
+    def choices(parser) -> dict:
+        found = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        return found[0].choices if found else {}
+
+    lines = []
+    for name, command in choices(build_parser()).items():
+        actions = choices(command)
+        lines += [(name, action) for action in actions] if actions else [(name,)]
+    return lines
+
+
+def test_every_command_and_action_has_help_and_aws_ones_take_region_and_endpoint(capsys):
+    lines = command_lines()
+    assert len(lines) == 6 + 3 + 8  # run featurize pca train export predict; s3 x3; emr x8
+    for line in lines:
+        code, out, _ = run_cli(capsys, *line, "--help")
+        assert (code, out.startswith(f"usage: fruits {' '.join(line)} ")) == (0, True), line
+        calls_aws = line[0] in ("s3", "emr") and line != ("emr", "cost")
+        assert ("--endpoint-url" in out, "--region" in out) == (calls_aws, calls_aws or line == ("emr", "cost")), line
+
+
+def test_debug_adds_the_traceback_before_the_one_line_error(spark, capsys, tmp_path, weights):
+    missing = tmp_path / "nope"
+    args = ("featurize", "--input", missing, "--output", tmp_path / "out", "--weights", weights, "--debug")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert err.startswith("Traceback (most recent call last):\n")
+    assert err.endswith(f"fruits featurize: error: input not found: {missing}\n")
 
 
 @pytest.mark.parametrize("command", ["run", "featurize", "pca"])

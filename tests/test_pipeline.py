@@ -122,6 +122,14 @@ def test_sample_pca_outputs_agree_with_each_other(spark, sample_run):
     again = project(model, features).orderBy("path").collect()
     np.testing.assert_allclose([r["pca"] for r in again], [r["pca"] for r in pca], rtol=1e-6)
 
+    # What an app applies with numpy alone (README, What a run writes): pca = ((x - mean) * scale) @ components.
+    with np.load(sample_run / "pca_model" / "pca.npz") as arrays:
+        assert sorted(arrays) == ["components", "explained_variance", "mean", "scale"]
+        assert arrays["components"].shape == (FEATURE_DIM, k)
+        vectors = np.stack([row["features"] for row in features.orderBy("path").collect()])
+        by_numpy = (vectors - arrays["mean"]) * arrays["scale"] @ arrays["components"]
+    np.testing.assert_allclose(by_numpy, [r["pca"] for r in pca], rtol=1e-4, atol=1e-4)
+
     (csv_file,) = (sample_run / "pca_csv").glob("part-*.csv")
     with csv_file.open() as handle:
         table = list(csv.reader(handle))

@@ -36,6 +36,7 @@ def test_init_creates_a_private_encrypted_bucket_with_the_layout(moto_endpoint, 
     assert client.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     rules = {rule["ID"]: rule for rule in client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
     assert rules["fruits-expire-noncurrent-versions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+    assert rules["fruits-expire-noncurrent-versions"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
     assert rules["fruits-expire-logs"]["Expiration"] == {"Days": 90}
     assert rules["fruits-expire-logs"]["Filter"] == {"Prefix": "logs/"}
 
@@ -145,8 +146,10 @@ def test_download_writes_the_prefix_and_skips_what_is_there(moto_endpoint, bucke
     assert (code, out.split(",")[0]) == (0, f"downloaded 5 files ({sum(p.stat().st_size for p in paths) / 1e6:.1f} MB)")
     for path in paths:
         assert (target / path.relative_to(local)).read_bytes() == path.read_bytes()
+    (target / "notes.txt").write_text("mine")
     code, out, _ = run_cli(capsys, "s3", "download", f"s3://{bucket}/processed/run-1/", target, "--quiet")
     assert "skipped 5 already there" in out
+    assert (target / "notes.txt").read_text() == "mine"  # local files are never deleted
 
 
 def test_download_replaces_a_local_file_of_the_same_size_but_other_content(moto_endpoint, bucket, tmp_path):
