@@ -307,11 +307,12 @@ def run_pca(spark: SparkSession, config: Config, root: str | None = None) -> dic
     if not output.exists(spark, root):
         raise ConfigError(f"input not found: {location}")
     manifest = output.read_manifest(spark, root)
-    features_uri = f"{root}/{FEATURES}"
-    if not manifest and output.exists(spark, features_uri) and not output.exists(spark, f"{features_uri}/_SUCCESS"):
+    # What a killed run leaves: Spark's _temporary (one job) or chunks aside (incremental).
+    leftovers = [f"{root}/{FEATURES}/_temporary", f"{root}/{STAGING}"]
+    if not manifest and any(output.exists(spark, uri) for uri in leftovers):
         raise ConfigError(
-            f"{location} has no manifest and its features no _SUCCESS: a run did not finish there "
-            "(`fruits featurize --mode incremental` completes it)"
+            f"{location} has no manifest and holds a killed run's leftovers: its features are not whole "
+            "(rerun `fruits featurize`; --mode incremental completes them)"
         )
     manifest = manifest or new_manifest(spark, config)
     manifest.setdefault("output", root)
@@ -336,7 +337,9 @@ def run_all(spark: SparkSession, config: Config) -> dict:
     else:
         try:
             pca_stage(spark, config, root, manifest)
-        except ConfigError as exc:  # the features are whole: their manifest says so, as `fruits featurize` would
+        except ConfigError as exc:  # the features are whole: kept as `fruits featurize` keeps them
+            for name in PCA_OUTPUTS:  # (incremental: a PCA of earlier features would outlive them)
+                output.delete(spark, f"{root}/{name}")
             manifest["seconds"]["total"] = manifest["seconds"]["featurize"]
             output.write_manifest(spark, root, manifest)
             raise ConfigError(f"{exc}; the features are written") from exc

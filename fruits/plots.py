@@ -13,6 +13,8 @@ from PIL import Image
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from fruits.decoding import FORMATS
+
 
 def sample_images(images: DataFrame, classes: int = 12) -> pd.DataFrame:
     """The first image (by path) of the first ``classes`` labels: label, content.
@@ -35,7 +37,7 @@ def image_grid(samples: pd.DataFrame, columns: int = 6) -> Figure:
     figure = Figure(figsize=(2 * columns, 2.2 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, (_, sample) in zip(axes, samples.iterrows(), strict=False):
-        ax.imshow(Image.open(io.BytesIO(sample["content"])).convert("RGB"))
+        ax.imshow(Image.open(io.BytesIO(sample["content"]), formats=FORMATS).convert("RGB"))
         ax.set_title(sample["label"], fontsize=9)
     for ax in axes:
         ax.axis("off")

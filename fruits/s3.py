@@ -183,8 +183,16 @@ def encryption_rules(s3, bucket: str) -> list[dict]:
 
 
 def etags_are_md5s(s3, bucket: str) -> bool:
-    """Whether the bucket's single-part ETags are MD5s: not under default SSE-KMS."""
-    defaults = [rule["ApplyServerSideEncryptionByDefault"] for rule in encryption_rules(s3, bucket)]
+    """Whether the bucket's single-part ETags are MD5s: not under default SSE-KMS.
+    Without s3:GetEncryptionConfiguration (a read-only role), assumed: at worst an
+    ETag that is no MD5 fails to match and the file is transferred again."""
+    try:
+        rules = encryption_rules(s3, bucket)
+    except Exception as exc:
+        if error_code(exc) != "AccessDenied":
+            raise
+        return True
+    defaults = [rule["ApplyServerSideEncryptionByDefault"] for rule in rules]
     return not any(default["SSEAlgorithm"].startswith("aws:kms") for default in defaults)
 
 

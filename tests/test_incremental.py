@@ -67,6 +67,20 @@ def test_deleted_images_alone_refit_the_pca(spark, weights, tmp_path):
     assert read(spark, out / "pca").count() == 35  # not the 36 rows of the earlier PCA
 
 
+def test_too_few_images_left_remove_the_earlier_pca_with_the_features_kept(spark, weights, tmp_path, capsys):
+    images, out = tmp_path / "images", tmp_path / "out"
+    shutil.copytree(SAMPLE, images)
+    args = ("run", "--input", images, "--output", out, "--weights", weights, "--mode", "incremental")
+    assert main_run(*args) == 0
+    for path in sorted(images.rglob("*.jpg"))[1:]:
+        path.unlink()
+    assert main_run(*args) == 2
+    assert "PCA needs at least 2 images with features, 1 in" in capsys.readouterr().err
+    manifest = manifest_of(out)
+    assert (manifest["dropped"], manifest["featurized"], "pca_k" in manifest) == (35, 1, False)
+    assert not any((out / name).exists() for name in ("pca", "pca_model", "explained_variance.csv"))
+
+
 def test_a_run_that_failed_after_its_first_commit_still_refuses_another_model(
     spark, weights, tmp_path, monkeypatch, capsys
 ):

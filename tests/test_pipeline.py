@@ -182,10 +182,11 @@ def test_an_input_folder_named_like_a_pattern_is_read_literally(spark, weights, 
 
 
 def test_a_batch_size_above_the_arrow_batch_allocates_only_an_arrow_batch(spark, weights, tmp_path, capsys):
-    """Buffers for 100,000 images would be 75 GB a worker; an Arrow batch holds 256."""
+    """Buffers for 10^9 images would be 600 TB a worker, beyond any machine's
+    address space; an Arrow batch holds 256."""
     out = tmp_path / "out"
     code, _, err = run_cli(
-        capsys, "featurize", "--input", SAMPLE, "--output", out, "--weights", weights, "--batch-size", "100000"
+        capsys, "featurize", "--input", SAMPLE, "--output", out, "--weights", weights, "--batch-size", "1000000000"
     )
     assert code == 0, err
     assert manifest_of(out)["featurized"] == 36

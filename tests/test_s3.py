@@ -183,6 +183,17 @@ def test_a_manifest_is_downloaded_last_and_only_after_all_the_results(moto_endpo
     assert (target / "manifest.json").is_file()
 
 
+def test_a_role_that_cannot_read_the_encryption_settings_compares_etags_as_md5s():
+    """A read-only role (the cluster's instance role) has no s3:GetEncryptionConfiguration."""
+    from botocore.exceptions import ClientError
+
+    class ReadOnly:
+        def get_bucket_encryption(self, Bucket):  # noqa: N803 -- boto3's own argument name
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "GetBucketEncryption")
+
+    assert s3.etags_are_md5s(ReadOnly(), "bucket")
+
+
 def test_kms_etags_are_not_compared_as_md5s(tmp_path):
     path = tmp_path / "image.jpg"
     path.write_bytes(b"a" * 100)
