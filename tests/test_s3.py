@@ -184,8 +184,15 @@ def test_a_manifest_is_downloaded_last_and_only_after_all_the_results(moto_endpo
 
 
 def test_a_role_that_cannot_read_the_encryption_settings_compares_etags_as_md5s():
-    """A read-only role (the cluster's instance role) has no s3:GetEncryptionConfiguration."""
+    """A read-only role (the cluster's instance role) has no s3:GetEncryptionConfiguration,
+    which moto, enforcing no IAM, would grant: the policy says so, and AWS answers AccessDenied."""
     from botocore.exceptions import ClientError
+
+    from fruits.emr.iam import iam_document
+
+    role = iam_document("ec2-bucket-policy.json", {"partition": "aws", "bucket": "bucket"})
+    assert decision(role, "s3:GetEncryptionConfiguration", "arn:aws:s3:::bucket") == "ImplicitDeny"
+    assert decision(role, "s3:GetObject", "arn:aws:s3:::bucket/processed/run-1/manifest.json") == "Allow"
 
     class ReadOnly:
         def get_bucket_encryption(self, Bucket):  # noqa: N803 -- boto3's own argument name
