@@ -127,8 +127,8 @@ def featurize_stage(spark: SparkSession, config: Config, manifest: dict) -> str:
         if empty:
             rows = rows.unionByName(empty_file_rows(spark, empty))
         rows.write.parquet(f"{root}/{FEATURES}")  # one job: _SUCCESS marks it whole
+        output.write_text(spark, f"{root}/{FEATURES}/{MODEL_FILE}", model_json)
         added = input_files
-    output.write_text(spark, f"{root}/{FEATURES}/{MODEL_FILE}", model_json)
     counts = (
         spark.read.parquet(output.literal_path(f"{root}/{FEATURES}"))
         .agg(F.count("features").alias("featurized"), F.count("error").alias("failed"))
