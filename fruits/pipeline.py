@@ -53,7 +53,11 @@ def _prepare(spark: SparkSession, root: str, names: tuple[str, ...], mode: str) 
     if existing and mode == "error":
         raise ConfigError(f"output already exists: {root}/{existing[0]} (use --mode overwrite to replace it)")
     output.withdraw_manifest(spark, root)
-    for name in existing:
+    _delete_results(spark, root, existing)
+
+
+def _delete_results(spark: SparkSession, root: str, names) -> None:
+    for name in names:
         output.delete(spark, f"{root}/{name}")
 
 
@@ -290,8 +294,7 @@ def pca_stage(spark: SparkSession, config: Config, root: str, manifest: dict) ->
 def run_featurize(spark: SparkSession, config: Config) -> dict:
     manifest = new_manifest(spark, config)
     root = featurize_stage(spark, config, manifest)
-    for name in PCA_OUTPUTS:  # incremental: a PCA of the earlier features would outlive them
-        output.delete(spark, f"{root}/{name}")
+    _delete_results(spark, root, PCA_OUTPUTS)  # incremental: a PCA of the earlier features would outlive them
     manifest["seconds"]["total"] = manifest["seconds"]["featurize"]
     output.write_manifest(spark, root, manifest)
     return manifest
@@ -338,8 +341,7 @@ def run_all(spark: SparkSession, config: Config) -> dict:
         try:
             pca_stage(spark, config, root, manifest)
         except ConfigError as exc:  # the features are whole: kept as `fruits featurize` keeps them
-            for name in PCA_OUTPUTS:  # (incremental: a PCA of earlier features would outlive them)
-                output.delete(spark, f"{root}/{name}")
+            _delete_results(spark, root, PCA_OUTPUTS)  # (incremental: a PCA of earlier features)
             manifest["seconds"]["total"] = manifest["seconds"]["featurize"]
             output.write_manifest(spark, root, manifest)
             raise ConfigError(f"{exc}; the features are written") from exc

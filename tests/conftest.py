@@ -200,3 +200,9 @@ def without_tensorflow(folder: Path) -> Path:
         (folder / name).mkdir(parents=True)
         (folder / name / "__init__.py").write_text(f"raise ImportError('no {name} on the EMR nodes')\n")
     return folder
+
+
+def modification_times(*folders: Path, skip_suffix: str | None = None) -> dict[str, int]:
+    """Every file under ``folders`` and its modification time (ns): unchanged means untouched."""
+    files = (path for folder in folders for path in folder.rglob("*") if path.is_file())
+    return {str(path): path.stat().st_mtime_ns for path in files if skip_suffix is None or path.suffix != skip_suffix}

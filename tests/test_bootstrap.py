@@ -14,7 +14,7 @@ import pytest
 from packaging.markers import Marker
 
 from fruits import __version__
-from tests.conftest import ROOT
+from tests.conftest import ROOT, modification_times
 
 SCRIPT = ROOT / "bootstrap" / "install-python-deps.sh"
 # What the wheel build reads; built from a copy so no build/ lands in the shared tree.
@@ -133,13 +133,6 @@ def test_bootstrap_script_passes_shellcheck():
     assert result.stdout == ""
 
 
-def venv_state(venv: Path) -> dict[str, int]:
-    """Every installed file of the venv and its modification time (ns); bytecode
-    caches aside, which any import may add."""
-    files = (path for path in venv.rglob("*") if path.is_file() and path.suffix != ".pyc")
-    return {str(path.relative_to(venv)): path.stat().st_mtime_ns for path in files}
-
-
 @pytest.mark.slow
 def test_bootstrap_installs_the_venv_once_then_does_nothing(tmp_path, code):
     env = script_env(tmp_path, FRUITS_CODE_DIR=str(code))
@@ -183,13 +176,13 @@ def test_bootstrap_installs_the_venv_once_then_does_nothing(tmp_path, code):
     marker = venv / ".fruits-bootstrap.sha256"
     fingerprint = marker.read_text().strip()
     assert len(fingerprint) == 64
-    installed_before = venv_state(venv)
+    installed_before = modification_times(venv, skip_suffix=".pyc")  # any import may add bytecode
 
     second, _ = run_script(env, cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"already installed in {venv} (fingerprint {fingerprint}); nothing to do" in second.stdout
     assert "installing" not in second.stdout
-    assert venv_state(venv) == installed_before  # nothing reinstalled, nothing rewritten
+    assert modification_times(venv, skip_suffix=".pyc") == installed_before  # nothing reinstalled or rewritten
     assert log.read_text() == first.stdout + second.stdout
 
     # Changed requirements rebuild the venv; a failing pip step stops the run, loudly.

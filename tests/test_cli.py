@@ -228,12 +228,17 @@ def test_too_few_featurized_images_stop_before_the_pca_with_the_features_kept(sp
     assert json.loads((out / "manifest.json").read_text()) == manifest
 
 
+def write_toy_features(spark, out: Path) -> None:
+    """Six 2-d vectors in features/, as Spark writes them (with _SUCCESS), no manifest."""
+    features = [(f"file:/x/Training/K/{i}.jpg", [float(i), float(i % 3)]) for i in range(6)]
+    spark.createDataFrame(features, "path string, features array<float>").write.parquet(str(out / "features"))
+
+
 @pytest.mark.parametrize("leftover", ["features/_temporary/0", "_staging/run-1"])
 def test_pca_refuses_features_a_killed_run_left(spark, capsys, tmp_path, leftover):
     """Spark's _temporary (a killed one-job run) or chunks aside (a killed incremental run)."""
     out = tmp_path / "out"
-    features = [(f"file:/x/Training/K/{i}.jpg", [float(i), float(i % 3)]) for i in range(6)]
-    spark.createDataFrame(features, "path string, features array<float>").write.parquet(str(out / "features"))
+    write_toy_features(spark, out)
     (out / leftover).mkdir(parents=True)
     code, _, err = run_cli(capsys, "pca", "--input", out, "--pca-k", "1")
     assert_usage_error(code, err, f"{out} has no manifest and holds a killed run's leftovers")
@@ -243,8 +248,7 @@ def test_pca_refuses_features_a_killed_run_left(spark, capsys, tmp_path, leftove
 
 def test_a_failure_in_the_pca_exits_1_and_leaves_no_manifest(spark, capsys, monkeypatch, tmp_path):
     out = tmp_path / "out"
-    features = [(f"file:/x/Training/K/{i}.jpg", [float(i), float(i % 3)]) for i in range(6)]
-    spark.createDataFrame(features, "path string, features array<float>").write.parquet(str(out / "features"))
+    write_toy_features(spark, out)
 
     def broken_fit(*_, **__):
         raise RuntimeError("eigendecomposition did not converge")

@@ -19,16 +19,12 @@ import pytest
 from pyspark.sql import functions as F
 
 from fruits import pipeline
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, modification_times
 from tests.test_pipeline import main_run, manifest_of, read
 
 
 def paths_and_sizes(spark, out: Path) -> list[tuple[str, int]]:
     return sorted((row["path"], row["size"]) for row in read(spark, out / "features").select("path", "size").collect())
-
-
-def modification_times(*folders: Path) -> dict[str, int]:
-    return {str(path): path.stat().st_mtime_ns for folder in folders for path in folder.rglob("*") if path.is_file()}
 
 
 def test_a_second_incremental_run_does_no_work(spark, weights, tmp_path):
